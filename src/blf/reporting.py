@@ -1,0 +1,35 @@
+"""Tables computed from records (never typed by hand)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import pandas as pd
+
+# Columns that identify a run; a table shows those that vary among its rows.
+IDENTITY = ("experiment", "dataset", "model", "training", "head", "gamma", "regularizer", "lam", "alpha", "beta", "seed")
+
+
+def frame(rows: Sequence[dict]) -> pd.DataFrame:
+    return pd.DataFrame(list(rows))
+
+
+def varying(df: pd.DataFrame, columns: Sequence[str] = IDENTITY) -> list[str]:
+    return [c for c in columns if c in df and df[c].astype(str).nunique() > 1]
+
+
+def accuracy_table(rows: Sequence[dict] | pd.DataFrame, decimals: int = 1) -> str:
+    """Accuracy (%) with one column per eps and one row per (varying identity, attack)."""
+    df = rows if isinstance(rows, pd.DataFrame) else frame(rows)
+    if df.empty or "kind" not in df:
+        return "(no records)"
+    df = df[df["kind"] == "robustness"]
+    if df.empty:
+        return "(no robustness records)"
+    index = [*varying(df), "attack"]
+    # Missing values (gamma of the identity head, ...) would make pandas drop those rows.
+    df = df.assign(**{c: df[c].astype(object).where(df[c].notna(), "-") for c in index})
+    table = df.assign(eps=df["eps"].round(4)).pivot_table(index=index, columns="eps", values="accuracy", aggfunc="mean", dropna=False)
+    table = table.dropna(how="all")
+    table.columns = [f"eps={c:g}" for c in table.columns]
+    return table.round(decimals).to_string()

@@ -1,0 +1,107 @@
+"""A run folder that survives interruption (drqv2-style workspace).
+
+    <run>/.hydra/                 Hydra's record of the config and overrides
+    <run>/checkpoints/last.pt     model, optimizer, scheduler, epoch, history, RNG states
+    <run>/checkpoints/best.pt     the epoch with the largest clean test accuracy
+    <run>/metrics.jsonl           one line per epoch
+    <run>/results.jsonl           evaluation records (records.py)
+
+Starting a run in a folder that has `last.pt` resumes it. The config stored in the checkpoint
+is the run's identity: a command that asks for different settings in the same folder is
+refused, and Hydra's copy of the config (which Hydra rewrites before any of our code runs) is
+put back.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+from . import config as C
+from . import records, storage
+from .errors import CheckpointError
+
+# Keys that may change between the start and the resumption of a run without making it a
+# different run: where it logs, how it is evaluated, where it runs, and how long it trains.
+NON_IDENTITY = ("logger", "attack", "eval", "device", "progress", "paths", "trainer.epochs", "trainer.threads")
+
+
+class Workspace:
+    def __init__(self, root: Path):
+        self.root = Path(root)
+        self.checkpoints = self.root / "checkpoints"
+        self.metrics_path = self.root / "metrics.jsonl"
+        self.results_path = self.root / "results.jsonl"
+        self.hydra_dir = self.root / ".hydra"
+
+    def checkpoint_path(self, which: str) -> Path:
+        C.choice("checkpoint", which, ("best", "last"))
+        return self.checkpoints / f"{which}.pt"
+
+    def has(self, which: str) -> bool:
+        return self.checkpoint_path(which).is_file()
+
+    def load(self, which: str) -> dict:
+        path = self.checkpoint_path(which)
+        if not path.is_file():
+            found = ", ".join(sorted(p.name for p in self.checkpoints.glob("*.pt"))) or "none"
+            raise CheckpointError(
+                f"{self.root} has no checkpoints/{which}.pt (checkpoints found: {found}); "
+                "allowed: a run folder written by src/train.py"
+            )
+        return storage.load_checkpoint(path)
+
+    def save(self, which: str, state: dict) -> None:
+        storage.save_checkpoint(state, self.checkpoint_path(which))
+
+    # --- records -------------------------------------------------------------------------
+
+    def write_metrics(self, history: list[dict]) -> None:
+        # Rewritten whole from the checkpoint's history, so it never disagrees with last.pt.
+        storage.write_jsonl(self.metrics_path, history)
+
+    def metrics(self) -> list[dict]:
+        return storage.read_jsonl(self.metrics_path)
+
+    def results(self) -> list[dict]:
+        return storage.read_jsonl(self.results_path)
+
+    def add_results(self, rows: list[dict]) -> list[dict]:
+        return records.upsert(self.results_path, rows)
+
+    # --- identity ------------------------------------------------------------------------
+
+    def hydra_files(self) -> dict[str, str]:
+        if not self.hydra_dir.is_dir():
+            return {}
+        return {p.name: p.read_text() for p in sorted(self.hydra_dir.glob("*.yaml"))}
+
+    def ensure_same_run(self, saved: dict, requested: dict, saved_hydra_files: dict[str, str]) -> None:
+        """Refuse to resume a run with settings that would make it a different run."""
+        before = _identity_view(saved)
+        after = _identity_view(requested)
+        differing = sorted(k for k in set(before) | set(after) if before.get(k) != after.get(k))
+        if not differing:
+            return
+        for name, text in saved_hydra_files.items():
+            storage.write_text(self.hydra_dir / name, text)
+        shown = "; ".join(f"{k}: run has {before.get(k)!r}, command asks {after.get(k)!r}" for k in differing[:8])
+        more = f" (and {len(differing) - 8} more)" if len(differing) > 8 else ""
+        raise CheckpointError(
+            f"{self.root} holds a different run ({shown}{more}). "
+            "Allowed: the same settings (to resume it) or another folder (hydra.run.dir=...)."
+        )
+
+    def is_fresh(self) -> bool:
+        """Nothing but Hydra's bookkeeping in the folder: safe to remove after a bad start."""
+        allowed = {".hydra", "train.log", "evaluate.log"}
+        return self.root.is_dir() and all(p.name in allowed for p in self.root.iterdir())
+
+    def remove_if_fresh(self) -> None:
+        if self.is_fresh():
+            shutil.rmtree(self.root, ignore_errors=True)
+
+
+def _identity_view(config: dict) -> dict:
+    flat = C.flatten(config)
+    return {k: v for k, v in flat.items() if not any(k == p or k.startswith(p + ".") for p in NON_IDENTITY)}

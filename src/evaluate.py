@@ -1,0 +1,41 @@
+"""Evaluate an existing run: `python src/evaluate.py run_dir=<folder> 'attack=[pgd]' eval.n=N`.
+
+The run's settings come from its checkpoint; the attacks and evaluation settings from this
+command. New records replace records with the same key and keep all others.
+"""
+
+import hydra
+from omegaconf import DictConfig, OmegaConf
+
+from blf import app, data, reporting, tracking
+from blf import config as C
+from blf.workspace import Workspace
+
+
+@hydra.main(version_base="1.3", config_path="../conf", config_name="evaluate")
+def main(cfg: DictConfig) -> None:
+    workspace = Workspace(app.run_dir())
+    with app.user_errors():
+        try:
+            saved = workspace.load(cfg.eval.checkpoint)
+        finally:
+            workspace.remove_if_fresh()  # Hydra created the folder if run_dir did not exist
+        # The run's config with this command's evaluation settings (their interpolations,
+        # such as ${dataset.threat.eval_eps}, resolve against the run's dataset).
+        run_cfg = OmegaConf.create(saved["config"])
+        for key in ("attack", "eval", "logger", "device", "progress"):
+            run_cfg[key] = cfg[key]
+        config = C.to_container(run_cfg)
+        device = app.device(run_cfg.device)
+        dataset = data.load(run_cfg.dataset)
+        parts = app.build_parts(run_cfg, dataset.num_classes)
+        with tracking.start(run_cfg.logger, config, workspace.root, job_type="eval") as tracker:
+            rows = app.evaluate_checkpoint(
+                workspace, run_cfg, config, dataset.to(device), parts, device, tracker, skip_done=False
+            )
+        print(reporting.accuracy_table(rows))
+        print(f"records: {workspace.results_path}")
+
+
+if __name__ == "__main__":
+    main()
