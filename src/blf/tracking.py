@@ -58,6 +58,7 @@ class WandbTracker(Tracker):
             mode=mode,
             config=config,
             tags=list(cfg.get("tags") or []),
+            settings=wandb.Settings(silent=bool(cfg.get("silent", True))),
         )
 
     def log_epoch(self, row: dict) -> None:

@@ -1,0 +1,69 @@
+"""The networks of appendix B.2 and the Classifier wrapper."""
+
+import pytest
+import torch
+from omegaconf import OmegaConf
+from torch import nn
+
+from blf import heads, models
+from blf.errors import ConfigError
+
+
+def build(name, head="identity"):
+    return models.build(OmegaConf.create({"name": name}), heads.build(OmegaConf.create({"name": head, "gamma": 1.0})), 1, 10)
+
+
+def layer_shapes(module, kind):
+    return [tuple(m.weight.shape) for m in module.modules() if isinstance(m, kind)]
+
+
+def test_2c2f_layers_match_appendix_b2():
+    net = build("2c2f").network
+    assert layer_shapes(net, nn.Conv2d) == [(10, 1, 5, 5), (20, 10, 5, 5)]
+    assert layer_shapes(net, nn.Linear) == [(50, 320), (10, 50)]
+    # Dropout 0.5 sits between the two fully connected layers.
+    kinds = [type(m) for m in net.classifier]
+    assert kinds == [nn.Linear, nn.ReLU, nn.Dropout, nn.Linear]
+    assert net.classifier[2].p == 0.5
+
+
+def test_4c3f_layers_and_zero_initialised_last_layer():
+    net = build("4c3f").network
+    assert layer_shapes(net, nn.Conv2d) == [(32, 1, 3, 3), (32, 32, 3, 3), (64, 32, 3, 3), (64, 64, 3, 3)]
+    assert layer_shapes(net, nn.Linear) == [(200, 1024), (200, 200), (10, 200)]
+    last = net.classifier[-1]
+    assert torch.count_nonzero(last.weight) == 0 and torch.count_nonzero(last.bias) == 0
+    assert isinstance(net.classifier[2], nn.Dropout) and net.classifier[2].p == 0.5
+    assert torch.count_nonzero(net.classifier[0].weight) > 0  # the others keep PyTorch's init
+
+
+@pytest.mark.parametrize("name", ["2c2f", "4c3f"])
+def test_forward_exposes_prelogits_and_logits(name):
+    classifier = build(name, head="blf").eval()
+    x = torch.rand(5, 1, 28, 28)
+    z, logits = classifier.prelogits_and_logits(x)
+    assert z.shape == logits.shape == (5, 10)
+    assert torch.allclose(logits, heads.blf(z))
+    assert torch.allclose(classifier(x), logits)
+
+
+def test_with_head_shares_the_network():
+    classifier = build("2c2f", head="blf").eval()
+    swapped = classifier.with_head(heads.build(OmegaConf.create({"name": "tanh", "gamma": 1.0})))
+    assert swapped.network is classifier.network
+    x = torch.rand(2, 1, 28, 28)
+    assert torch.allclose(swapped(x), torch.tanh(classifier.network(x)))
+
+
+def test_frozen_sets_eval_and_restores():
+    classifier = build("2c2f").train()
+    with models.frozen(classifier):
+        assert not classifier.training
+        assert not any(p.requires_grad for p in classifier.parameters())
+    assert classifier.training
+    assert all(p.requires_grad for p in classifier.parameters())
+
+
+def test_unknown_model_names_the_allowed_ones():
+    with pytest.raises(ConfigError, match="model='vgg'.*allowed: 2c2f, 4c3f"):
+        build("vgg")

@@ -1,0 +1,80 @@
+"""Atomic writes, tidy records, and checkpoint safety."""
+
+import pytest
+import torch
+
+from blf import records, storage
+from blf.errors import CheckpointError
+from blf.workspace import Workspace
+
+
+def row(attack="pgd", eps=0.1, accuracy=50.0, **extra):
+    return {"kind": "robustness", "attack": attack, "eps": eps, "n": 10, "eval_seed": 0, "checkpoint": "best",
+            "accuracy": accuracy, "attack.nb_iter": 40, **extra}
+
+
+def test_upsert_replaces_same_key_and_keeps_the_rest(tmp_path):
+    path = tmp_path / "results.jsonl"
+    records.upsert(path, [row(eps=0.0, accuracy=99.0), row(eps=0.1, accuracy=80.0)])
+    records.upsert(path, [row(eps=0.1, accuracy=70.0), row(attack="spsa", eps=0.1, accuracy=75.0)])
+    rows = storage.read_jsonl(path)
+    assert [(r["attack"], r["eps"], r["accuracy"]) for r in rows] == [
+        ("pgd", 0.0, 99.0), ("pgd", 0.1, 70.0), ("spsa", 0.1, 75.0)
+    ]
+    # Different attack settings are a different observation, not a replacement.
+    records.upsert(path, [row(eps=0.1, accuracy=60.0, **{"attack.nb_iter": 100})])
+    assert len(storage.read_jsonl(path)) == 4
+
+
+def test_atomic_write_leaves_the_old_file_when_writing_fails(tmp_path):
+    path = tmp_path / "metrics.jsonl"
+    storage.write_jsonl(path, [{"epoch": 1}])
+
+    class Boom:
+        pass
+
+    with pytest.raises(TypeError):
+        storage.write_jsonl(path, [{"epoch": 2, "bad": Boom()}])
+    assert storage.read_jsonl(path) == [{"epoch": 1}]
+    assert [p.name for p in tmp_path.iterdir()] == ["metrics.jsonl"]  # no temp file left
+
+
+def test_non_finite_numbers_become_null(tmp_path):
+    path = tmp_path / "r.jsonl"
+    storage.write_jsonl(path, [{"a": float("nan"), "b": float("inf"), "c": 1.5}])
+    assert storage.read_jsonl(path) == [{"a": None, "b": None, "c": 1.5}]
+
+
+def test_corrupted_checkpoint_is_reported_not_loaded(tmp_path):
+    path = tmp_path / "last.pt"
+    storage.save_checkpoint({"model": {"w": torch.ones(3)}, "config": {}}, path)
+    assert torch.equal(storage.load_checkpoint(path)["model"]["w"], torch.ones(3))
+    path.write_bytes(path.read_bytes()[:100])
+    with pytest.raises(CheckpointError, match="unreadable"):
+        storage.load_checkpoint(path)
+
+
+def test_checkpoints_refuse_arbitrary_objects(tmp_path):
+    path = tmp_path / "evil.pt"
+    torch.save({"model": {}, "config": {}, "payload": Workspace(tmp_path)}, path)
+    with pytest.raises(CheckpointError, match="unreadable"):
+        storage.load_checkpoint(path)
+
+
+def test_workspace_refuses_a_different_run_and_restores_hydra_files(tmp_path):
+    workspace = Workspace(tmp_path)
+    (tmp_path / ".hydra").mkdir()
+    (tmp_path / ".hydra" / "config.yaml").write_text("head: {name: identity}\n")  # rewritten by Hydra
+    saved = {"head": {"name": "blf", "gamma": 1.0}, "trainer": {"epochs": 5}, "logger": {"name": "wandb"}}
+    requested = {"head": {"name": "blf", "gamma": 2.0}, "trainer": {"epochs": 9}, "logger": {"name": "none"}}
+    with pytest.raises(CheckpointError, match=r"head.gamma: run has 1.0, command asks 2.0"):
+        workspace.ensure_same_run(saved, requested, {"config.yaml": "head: {name: blf, gamma: 1.0}\n"})
+    assert (tmp_path / ".hydra" / "config.yaml").read_text() == "head: {name: blf, gamma: 1.0}\n"
+    # Epochs, logger, evaluation settings may change: that is the same run, resumed.
+    requested["head"]["gamma"] = 1.0
+    workspace.ensure_same_run(saved, requested, {})
+
+
+def test_missing_checkpoint_names_the_folder(tmp_path):
+    with pytest.raises(CheckpointError, match=f"{tmp_path} has no checkpoints/best.pt"):
+        Workspace(tmp_path).load("best")
