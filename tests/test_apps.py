@@ -214,3 +214,15 @@ def test_nan_check_keeps_epoch_one_when_epoch_two_diverges(tmp_path):
     assert [m["epoch"] for m in workspace.metrics()] == [1]
     assert all(torch.isfinite(v).all() for v in workspace.load("last")["model"].values())
     json.dumps(workspace.metrics())
+
+
+@pytest.mark.slow
+def test_the_issue_command_on_real_mnist(tmp_path):
+    """The 4C3F + BLF + LSQ + PGD-AT smoke command on real MNIST (about a minute on 2 cores)."""
+    run_dir = tmp_path / "run"
+    result = run_app("train.py", "model=4c3f", "head=blf", "head.gamma=1.0", "regularizer=logit_squeezing",
+                     "regularizer.lam=0.1", "training=pgd_at", "trainer.epochs=1", "dataset.n_train=1000",
+                     "eval.n=200", "seed=1", "logger=none", "progress=false", f"hydra.run.dir={run_dir}")
+    assert result.returncode == 0, result.stderr
+    rows = [r for r in read(run_dir / "results.jsonl") if r["kind"] == "robustness"]
+    assert len(rows) == 7 and all(r["n"] == 200 and r["model"] == "4c3f" and r["training"] == "pgd_at" for r in rows)
