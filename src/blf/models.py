@@ -13,6 +13,7 @@ from torch import nn
 
 from . import config as C
 from .heads import Head
+from .input_gradient import ImageConv2d
 
 
 class TwoConvTwoFC(nn.Module):
@@ -22,7 +23,7 @@ class TwoConvTwoFC(nn.Module):
     def __init__(self, in_channels: int = 1, num_classes: int = 10):
         super().__init__()
         self.features = nn.Sequential(
-            nn.Conv2d(in_channels, 10, kernel_size=5),
+            ImageConv2d(in_channels, 10, kernel_size=5),
             nn.MaxPool2d(2),
             nn.ReLU(),
             nn.Conv2d(10, 20, kernel_size=5),
@@ -52,7 +53,7 @@ class FourConvThreeFC(nn.Module):
     def __init__(self, in_channels: int = 1, num_classes: int = 10):
         super().__init__()
         self.features = nn.Sequential(
-            nn.Conv2d(in_channels, 32, kernel_size=3),
+            ImageConv2d(in_channels, 32, kernel_size=3),
             nn.ReLU(),
             nn.Conv2d(32, 32, kernel_size=3),
             nn.ReLU(),

@@ -15,6 +15,7 @@ from torch import nn
 
 from .. import config as C
 from ..compat import advertorch_attacks
+from ..input_gradient import fast_input_gradients
 from .base import Attack
 
 
@@ -37,7 +38,8 @@ def pgd(
         delta = (x + delta).clamp_(0.0, 1.0) - x
     for _ in range(nb_iter):
         delta.requires_grad_(True)
-        loss = F.cross_entropy(model(x + delta), y, reduction="sum")
+        with fast_input_gradients():
+            loss = F.cross_entropy(model(x + delta), y, reduction="sum")
         (grad,) = torch.autograd.grad(loss, delta)
         with torch.no_grad():
             step = grad.sign_().mul_(eps_iter)
