@@ -1,15 +1,19 @@
-"""Evaluate an existing run: `python src/evaluate.py run_dir=<folder> 'attack=[pgd]' eval.n=N`.
+"""Evaluate an existing run: `python src/evaluate.py run_dir=<folder> 'attack=[pgd,spsa]' eval.n=N`.
 
-The run's settings come from its checkpoint; the attacks and evaluation settings from this
-command. New records replace records with the same key and keep all others.
+The run's settings come from its checkpoint; the attacks, analyses and evaluation settings from
+this command. New records replace records with the same key and keep all others; the worst
+case and the integrity checks cover every attack recorded for the same checkpoint and subset.
 """
 
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from blf import app, data, reporting, tracking
+from blf import app, assess, data, reporting, tracking
 from blf import config as C
 from blf.workspace import Workspace
+
+# What this command decides; everything else comes from the run's checkpoint.
+EVALUATION_KEYS = ("attack", "analysis", "eval", "logger", "device", "progress")
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="evaluate")
@@ -23,17 +27,17 @@ def main(cfg: DictConfig) -> None:
         # The run's config with this command's evaluation settings (their interpolations,
         # such as ${dataset.threat.eval_eps}, resolve against the run's dataset).
         run_cfg = OmegaConf.create(saved["config"])
-        for key in ("attack", "eval", "logger", "device", "progress"):
-            run_cfg[key] = cfg[key]
+        for key in EVALUATION_KEYS:
+            run_cfg[key] = cfg.get(key)
         config = C.to_container(run_cfg)
         device = app.device(run_cfg.device)
         dataset = data.load(run_cfg.dataset)
         parts = app.build_parts(run_cfg, dataset.num_classes)
+        classifier = app.build_classifier(run_cfg, dataset).to(device)
         with tracking.start(run_cfg.logger, config, workspace.root, job_type="eval") as tracker:
-            rows = app.evaluate_checkpoint(
-                workspace, run_cfg, config, dataset.to(device), parts, device, tracker, skip_done=False
-            )
-        print(reporting.accuracy_table(rows))
+            rows, _ = assess.assess(workspace, run_cfg, config, dataset.to(device), classifier, parts, device, tracker,
+                                    skip_done=False)
+        print(reporting.summary(rows))
         print(f"records: {workspace.results_path}")
 
 

@@ -1,15 +1,16 @@
 """Train one model and evaluate it: `python src/train.py [group=option] [key=value] ...`.
 
 Composes the config groups (conf/train.yaml) into a dataset, a classifier (network + head), a
-regularizer, a training mode and attacks; trains with resumption (trainer.fit); evaluates the
-best epoch with the configured attacks; writes everything into the run folder.
+regularizer, a training mode and attacks; trains with resumption (trainer.fit); assesses the
+selected checkpoint (attacks, worst case, integrity checks, analyses); writes everything into
+the run folder.
 """
 
 import hydra
 import torch
 from omegaconf import DictConfig
 
-from blf import app, data, reporting, tracking, trainer
+from blf import app, assess, data, reporting, tracking, trainer
 from blf import config as C
 from blf.workspace import Workspace
 
@@ -32,12 +33,12 @@ def main(cfg: DictConfig) -> None:
         with tracking.start(cfg.logger, config, workspace.root, job_type="train") as tracker:
             progress = trainer.fit(
                 workspace, classifier, dataset, parts[1], parts[0], optimizer, scheduler,
-                epochs=epochs, batch_size=batch_size,
-                seed=cfg.seed, config=config, device=device, tracker=tracker, progress=cfg.progress,
+                epochs=epochs, batch_size=batch_size, seed=cfg.seed, config=config,
+                device=device, tracker=tracker, progress=cfg.progress,
             )
-            rows = app.evaluate_checkpoint(workspace, cfg, config, dataset, parts, device, tracker, skip_done=True)
+            rows, _ = assess.assess(workspace, cfg, config, dataset, classifier, parts, device, tracker, skip_done=True)
         print(f"best epoch {progress.best_epoch}: clean test accuracy {progress.best_accuracy:.2f}%")
-        print(reporting.accuracy_table(rows))
+        print(reporting.summary(rows))
         print(f"run folder: {workspace.root}")
 
 

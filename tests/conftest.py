@@ -22,6 +22,10 @@ TINY = [
     "eval.n=32",
     "eval.batch_size=32",
     "attack.pgd.nb_iter=3",
+    "eval.integrity.unbounded.nb_iter=20",
+    "eval.integrity.convergence.nb_iter=5",
+    "eval.integrity.convergence.iter_factor=2",
+    "eval.integrity.convergence.restarts=2",
     "logger=none",
     "progress=false",
 ]

@@ -171,7 +171,8 @@ def test_multirun_sweeps_any_key_into_override_named_folders(tmp_path):
     result = run_app("train.py", "-m", *TINY, "trainer.epochs=1", "head=identity,blf", f"hydra.sweep.dir={sweep}")
     assert result.returncode == 0, result.stderr
     folders = sorted(p.name for p in sweep.iterdir() if p.is_dir())
-    assert len(folders) == 2 and any("head=blf" in f for f in folders) and any("head=identity" in f for f in folders)
+    assert len(folders) == 2 and any("head:blf" in f for f in folders) and any("head:identity" in f for f in folders)
+    assert not any(c in f for f in folders for c in "=,[]")  # usable unquoted as run_dir=<folder>
     heads = {read(sweep / f / "results.jsonl")[0]["head"] for f in folders}
     assert heads == {"identity", "blf"}
 

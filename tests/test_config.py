@@ -94,3 +94,15 @@ def test_out_of_range_values_are_refused_by_name(override, key):
     with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
         app.build_parts(cfg, 10)
         app.build_classifier(cfg, data.load(OmegaConf.merge(cfg.dataset, {"synthetic": True})))
+
+
+def test_run_names_come_from_the_model_defining_overrides():
+    from blf.config import run_name
+
+    assert run_name([]) == "default"
+    assert run_name(["seed=1", "head=blf", "head.gamma=1.5"]) == "head.gamma:1.5+head:blf+seed:1"
+    # Evaluation, logging and placement do not name the folder: they do not change the model.
+    assert run_name(["head=blf", "eval.n=100", "attack=[pgd,spsa]", "logger=none", "+experiment=demo", "device=cpu"]) == "head:blf"
+    assert run_name(["dataset.root=/tmp/x,y"]) == "dataset.root:_tmp_x_y"
+    long = run_name([f"k{i}=v" * 10 for i in range(40)])
+    assert len(long) <= 200 and long != run_name([f"k{i}=w" * 10 for i in range(40)])

@@ -12,7 +12,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
-from . import attacks, evaluation, heads, models, records, regularizers, training
+from . import attacks, heads, models, regularizers, training
 from . import config as C
 from .data import Dataset
 from .errors import BLFError, ConfigError, DataError
@@ -78,47 +78,3 @@ def user_errors(workspace: Workspace | None = None):
         print(f"error: {error}", file=sys.stderr)
         sys.exit(2)
 
-
-def evaluate_checkpoint(
-    workspace: Workspace,
-    cfg: DictConfig,
-    config: dict,
-    dataset: Dataset,
-    parts,
-    device: torch.device,
-    tracker,
-    *,
-    skip_done: bool,
-) -> list[dict]:
-    """Evaluate the run's `eval.checkpoint` with the configured attacks; add tidy rows to the
-    run's results (rows of other attacks are kept). With `skip_done`, a run whose rows for
-    this checkpoint and these settings all exist is not evaluated again."""
-    regularizer, mode, attack_list = parts
-    which = cfg.eval.checkpoint
-    state = workspace.load(which)
-    classifier = build_classifier(cfg, dataset).to(device)
-    classifier.load_state_dict(state["model"])
-    n = len(dataset.test.subset(cfg.eval.n, cfg.eval.seed))
-    if skip_done:
-        wanted = {(a.name, e) for a in attack_list for e in a.eps}
-        done = [
-            r for r in workspace.results()
-            if r.get("checkpoint") == which and r.get("checkpoint_epoch") == state["epoch"]
-            and r.get("n") == n and r.get("eval_seed") == cfg.eval.seed
-        ]
-        if wanted <= {(r.get("attack"), r.get("eps")) for r in done if r["kind"] == "robustness"}:
-            print(f"{workspace.root}: evaluation already recorded, skipped")
-            return done
-    identity = records.identity(config, classifier.head.describe(), regularizer.describe(), mode.describe())
-    rows = evaluation.evaluate(
-        classifier, dataset.test, attack_list, n=cfg.eval.n, seed=cfg.eval.seed,
-        batch_size=C.integer("eval.batch_size", cfg.eval.batch_size, ge=1), device=device,
-        progress=cfg.get("progress", True),
-    )
-    rows = [
-        {**identity, **row, "checkpoint": which, "checkpoint_epoch": state["epoch"], "run_dir": str(workspace.root)}
-        for row in rows
-    ]
-    workspace.add_results(rows)
-    tracker.log_records(rows)
-    return rows

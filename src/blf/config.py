@@ -13,7 +13,7 @@ from omegaconf import DictConfig, OmegaConf
 from .errors import ConfigError
 
 # Folder names longer than this are shortened with a hash (file systems cap a name at 255).
-_MAX_RUN_NAME = 160
+_MAX_RUN_NAME = 200
 
 
 def per255(value: Any) -> Any:
@@ -23,17 +23,32 @@ def per255(value: Any) -> Any:
     return float(value) / 255.0
 
 
-def run_name(override_dirname: str) -> str:
-    """A folder name derived from the overrides that define a run (drqv2-style).
+# Overrides that do not change the trained model, and so do not name its folder: evaluating a
+# run with other attacks, or logging it elsewhere, finds the same folder.
+NOT_IN_RUN_NAME = ("experiment", "profile", "logger", "device", "progress", "eval", "attack", "analysis", "paths",
+                   "trainer.threads")
+
+
+def run_name(overrides) -> str:
+    """A folder name derived from the overrides that define a run (drqv2-style), e.g.
+    `head:blf+head.gamma:1.0+seed:1`.
 
     Running the same command again lands in the same folder, which is what makes runs and
-    sweeps resumable. Characters that would create sub-folders or upset shells are replaced.
+    sweeps resumable. Characters that would create sub-folders, upset shells, or that Hydra's
+    override grammar does not accept unquoted (so that `run_dir=<folder>` works) are replaced.
     """
-    if not override_dirname:
+    items = []
+    for override in overrides or []:
+        key, _, value = str(override).partition("=")
+        key = key.lstrip("+~")
+        if not any(key == p or key.startswith(p + ".") for p in NOT_IN_RUN_NAME):
+            items.append(f"{key}:{value}")
+    if not items:
         return "default"
-    name = re.sub(r"[^A-Za-z0-9=,.+_-]", "_", override_dirname)
+    text = "+".join(sorted(items))
+    name = re.sub(r"[^A-Za-z0-9:+._-]", "_", text)
     if len(name) > _MAX_RUN_NAME:
-        digest = hashlib.sha1(override_dirname.encode()).hexdigest()[:10]
+        digest = hashlib.sha1(text.encode()).hexdigest()[:10]
         name = f"{name[: _MAX_RUN_NAME - 11]}-{digest}"
     return name
 

@@ -51,16 +51,21 @@ class Split:
     def first(self, n: int) -> Split:
         return Split(self.images[:n], self.labels[:n])
 
-    def subset(self, n: int | None, seed: int) -> Split:
-        """n examples drawn without replacement by `seed`: the same ones for every model."""
-        if n is None or n == len(self):
-            return self
+    def subset_index(self, n: int | None, seed: int) -> torch.Tensor:
+        """Indices of n examples drawn without replacement by `seed` (sorted; all if n is None):
+        the same ones for every model."""
+        if n is None:
+            return torch.arange(len(self))
         C.integer("eval.n", n, ge=1)
         if n > len(self):
             raise ConfigError(f"eval.n={n} exceeds the {len(self)} test examples; allowed: 1..{len(self)} or null (all)")
         generator = torch.Generator().manual_seed(seed)
-        index = torch.randperm(len(self), generator=generator)[:n].sort().values
-        return self.take(index.to(self.labels.device))
+        return torch.randperm(len(self), generator=generator)[:n].sort().values
+
+    def subset(self, n: int | None, seed: int) -> Split:
+        if n is None:
+            return self
+        return self.take(self.subset_index(n, seed).to(self.labels.device))
 
     def batch(self, index: torch.Tensor | slice, device: torch.device | None = None):
         """(x in [0, 1] as float32, y) for the examples at `index`."""

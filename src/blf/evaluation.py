@@ -1,5 +1,6 @@
-"""Evaluation of a trained classifier: clean accuracy, robust accuracy per (attack, eps), and
-the norms of logits and pre-logits on clean data (Fig. 1).
+"""Evaluation of a trained classifier: clean accuracy, robust accuracy per (attack, eps) with
+per-example outcomes, the worst case over attacks, and the norms of logits and pre-logits on
+clean data (Fig. 1).
 
 Attacks run on a fixed subset of the test set (`eval.n` examples drawn by `eval.seed`, the
 same for every model), with the classifier in eval mode and its parameters frozen. The random
@@ -10,7 +11,8 @@ which attacks ran before.
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
 
 import torch
 from tqdm.auto import tqdm
@@ -18,17 +20,22 @@ from tqdm.auto import tqdm
 from .attacks import Attack
 from .data import Split
 from .models import Classifier, frozen
-from .records import now
+
+
+def percent(correct: torch.Tensor) -> float:
+    """Share of True in a boolean vector, in percent (exact: 37 of 50 is 74.0, not 73.99999)."""
+    return 100.0 * int(correct.sum()) / correct.numel()
 
 
 @torch.no_grad()
+def predictions(classifier: Classifier, split: Split, batch_size: int, device: torch.device) -> torch.Tensor:
+    with frozen(classifier):
+        return torch.cat([classifier(x).argmax(1) for x, _ in split.batches(batch_size, device)])
+
+
 def clean_accuracy(classifier: Classifier, split: Split, batch_size: int, device: torch.device) -> float:
     """Percent of `split` classified correctly."""
-    with frozen(classifier):
-        correct = torch.zeros((), dtype=torch.long, device=device)
-        for x, y in split.batches(batch_size, device):
-            correct += (classifier(x).argmax(1) == y).sum()
-    return 100.0 * correct.item() / len(split)
+    return percent(predictions(classifier, split, batch_size, device) == split.labels.to(device))
 
 
 @torch.no_grad()
@@ -47,7 +54,19 @@ def norms(classifier: Classifier, split: Split, batch_size: int, device: torch.d
                 ]
             ).double()
     mean = (sums / len(split)).tolist()
-    return {"logit_l2": mean[0], "logit_linf": mean[1], "prelogit_l2": mean[2], "prelogit_linf": mean[3]}
+    return {"kind": "norms", "logit_l2": mean[0], "logit_linf": mean[1], "prelogit_l2": mean[2], "prelogit_linf": mean[3]}
+
+
+def attacked_correct(classifier, split: Split, attack: Attack, eps: float, batch_size: int, device, bar=None) -> torch.Tensor:
+    """Per-example outcome of `attack` at `eps`: True where the prediction stays correct."""
+    outcome = []
+    for x, y in split.batches(batch_size, device):
+        x_adv = x if eps == 0 else attack.perturb(classifier, x, y, eps)
+        with torch.no_grad():
+            outcome.append((classifier(x_adv).argmax(1) == y).cpu())
+        if bar is not None:
+            bar.update(len(y))
+    return torch.cat(outcome)
 
 
 def robustness(
@@ -59,54 +78,69 @@ def robustness(
     seed: int,
     device: torch.device,
     progress: bool = True,
-) -> list[dict]:
-    """One row per eps of the attack's grid: n, correct, accuracy (percent), seconds."""
-    rows = []
-    n_batches = -(-len(split) // batch_size)
-    bar = tqdm(total=n_batches * len(attack.eps), desc=f"{attack.name}", disable=not progress, leave=False)
+) -> list[tuple[dict, torch.Tensor]]:
+    """One (row, per-example outcome) per eps of the attack's grid."""
+    results = []
+    batch_size = attack.batch_size or batch_size
+    bar = tqdm(total=len(split) * len(attack.eps), desc=attack.name, unit="img", disable=not progress, leave=False)
     with frozen(classifier):
         for eps in attack.eps:
             torch.manual_seed(seed)
-            start = time.perf_counter()
-            correct = 0
             bar.set_postfix(eps=round(eps, 4))
-            for x, y in split.batches(batch_size, device):
-                x_adv = x if eps == 0 else attack.perturb(classifier, x, y, eps)
-                with torch.no_grad():
-                    correct += int((classifier(x_adv).argmax(1) == y).sum())
-                bar.update()
-            rows.append(
-                {
-                    "kind": "robustness",
-                    "attack": attack.name,
-                    "eps": eps,
-                    "n": len(split),
-                    "correct": correct,
-                    "accuracy": 100.0 * correct / len(split),
-                    "seconds": time.perf_counter() - start,
-                    **{f"attack.{k}": v for k, v in attack.settings().items()},
-                }
-            )
+            start = time.perf_counter()
+            correct = attacked_correct(classifier, split, attack, eps, batch_size, device, bar)
+            row = {
+                "kind": "robustness",
+                "attack": attack.name,
+                "eps": eps,
+                "correct": int(correct.sum()),
+                "accuracy": percent(correct),
+                "seconds": time.perf_counter() - start,
+                **{f"attack.{k}": v for k, v in attack.settings().items()},
+            }
+            results.append((row, correct))
     bar.close()
+    return results
+
+
+def worst_case(outcomes: Iterable[tuple[dict, torch.Tensor]]) -> list[dict]:
+    """Per eps: the share of examples that survive every attack run at that eps (the mean over
+    examples of the min over attacks), from per-example outcomes on the same subset."""
+    by_eps: dict[float, list[tuple[dict, torch.Tensor]]] = defaultdict(list)
+    for row, correct in outcomes:
+        by_eps[round(row["eps"], 10)].append((row, correct))
+    rows = []
+    for eps in sorted(by_eps):
+        group = by_eps[eps]
+        survived = torch.stack([c for _, c in group]).all(dim=0)
+        names = sorted({r["attack"] for r, _ in group})
+        rows.append({
+            "kind": "worst_case",
+            "attack": "worst_case",
+            "eps": group[0][0]["eps"],
+            "correct": int(survived.sum()),
+            "accuracy": percent(survived),
+            "attacks": "+".join(names),
+            "n_attacks": len(group),
+        })
     return rows
 
 
 def evaluate(
     classifier: Classifier,
-    test: Split,
+    subset: Split,
     attacks: Sequence[Attack],
     *,
-    n: int | None,
     seed: int,
     batch_size: int,
     device: torch.device,
+    num_classes: int,
     progress: bool = True,
-) -> list[dict]:
-    """Norms and robustness rows for `attacks` on the evaluation subset (without identity)."""
-    subset = test.subset(n, seed)
-    common = {"n": len(subset), "eval_seed": seed, "evaluated_at": now()}
-    rows = [{"kind": "norms", **common, **norms(classifier, subset, batch_size, device)}]
+) -> tuple[dict, list[tuple[dict, torch.Tensor]]]:
+    """(norms row, [(robustness row, per-example outcome)]) on `subset`."""
     for attack in attacks:
-        for row in robustness(classifier, subset, attack, batch_size=batch_size, seed=seed, device=device, progress=progress):
-            rows.append({**common, **row})
-    return rows
+        attack.check(classifier, num_classes)
+    outcomes = []
+    for attack in attacks:
+        outcomes.extend(robustness(classifier, subset, attack, batch_size=batch_size, seed=seed, device=device, progress=progress))
+    return norms(classifier, subset, batch_size, device), outcomes

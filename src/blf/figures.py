@@ -89,6 +89,25 @@ def accuracy_vs_eps(df: pd.DataFrame, path: Path, title: str = "") -> list[Path]
     return save(fig, path)
 
 
+def loss_surfaces(axis: torch.Tensor, surfaces: torch.Tensor, path: Path, title: str = "") -> list[Path]:
+    """Figs. 8-16: one 3-D loss surface per data point, axes in units of 1/255."""
+    k = surfaces.shape[0]
+    cols = min(k, 4)
+    rows = -(-k // cols)
+    fig = plt.figure(figsize=(3.2 * cols, 3.0 * rows))
+    e1, e2 = torch.meshgrid(axis * 255, axis * 255, indexing="ij")
+    for i in range(k):
+        ax = fig.add_subplot(rows, cols, i + 1, projection="3d")
+        ax.plot_surface(e1.numpy(), e2.numpy(), surfaces[i].numpy(), cmap="viridis", linewidth=0, antialiased=False)
+        spread = float(surfaces[i].max() - surfaces[i].min())
+        ax.set_title(f"Data No.{i + 1} (max-min {spread:.3g})", fontsize=8)
+        ax.set_xlabel("$\\varepsilon_1$ (/255)", fontsize=7)
+        ax.set_ylabel("$\\varepsilon_2$ (/255)", fontsize=7)
+        ax.tick_params(labelsize=6)
+    fig.suptitle(f"Input loss surfaces: {title}", fontsize=10)
+    return save(fig, path)
+
+
 def main(argv: list[str] | None = None) -> int:
     import argparse
 

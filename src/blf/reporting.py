@@ -23,7 +23,7 @@ def accuracy_table(rows: Sequence[dict] | pd.DataFrame, decimals: int = 1) -> st
     df = rows if isinstance(rows, pd.DataFrame) else frame(rows)
     if df.empty or "kind" not in df:
         return "(no records)"
-    df = df[df["kind"] == "robustness"]
+    df = df[df["kind"].isin(["robustness", "worst_case"])]
     if df.empty:
         return "(no robustness records)"
     index = [*varying(df), "attack"]
@@ -32,4 +32,18 @@ def accuracy_table(rows: Sequence[dict] | pd.DataFrame, decimals: int = 1) -> st
     table = df.assign(eps=df["eps"].round(4)).pivot_table(index=index, columns="eps", values="accuracy", aggfunc="mean", dropna=False)
     table = table.dropna(how="all")
     table.columns = [f"eps={c:g}" for c in table.columns]
-    return table.round(decimals).to_string()
+    return table.round(decimals).to_string(na_rep="")
+
+
+def verdicts(rows: Sequence[dict]) -> str:
+    """The integrity report of recorded verdicts (integrity.report's format)."""
+    from .integrity import Verdict, report
+
+    found = [Verdict(r["check"], r["status"], r.get("value"), r.get("threshold"), r.get("detail", ""))
+             for r in rows if r.get("kind") == "integrity"]
+    return report(found) if found else "Integrity checks: none recorded"
+
+
+def summary(rows: Sequence[dict]) -> str:
+    """What the apps print after an evaluation: accuracies (with the worst case) and verdicts."""
+    return f"{accuracy_table(rows)}\n\n{verdicts(rows)}"

@@ -69,6 +69,14 @@ def load_checkpoint(path: Path) -> dict:
     return state
 
 
+def load_tensors(path: Path) -> dict:
+    """Read a file of tensors written by `save_checkpoint` (weights_only)."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # noqa: BLE001
+        raise CheckpointError(f"{path} is missing or unreadable ({type(error).__name__}); re-run the evaluation") from None
+
+
 def _json_default(value: Any):
     if isinstance(value, torch.Tensor):
         return value.tolist()

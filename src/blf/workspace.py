@@ -5,6 +5,8 @@
     <run>/checkpoints/best.pt     the epoch with the largest clean test accuracy
     <run>/metrics.jsonl           one line per epoch
     <run>/results.jsonl           evaluation records (records.py)
+    <run>/per_example/*.pt        per-example outcomes behind each robustness record
+    <run>/analysis/               loss surfaces (arrays and figures)
 
 Starting a run in a folder that has `last.pt` resumes it. The config stored in the checkpoint
 is the run's identity: a command that asks for different settings in the same folder is
@@ -14,8 +16,11 @@ put back.
 
 from __future__ import annotations
 
+import hashlib
 import shutil
 from pathlib import Path
+
+import torch
 
 from . import config as C
 from . import records, storage
@@ -68,6 +73,16 @@ class Workspace:
 
     def add_results(self, rows: list[dict]) -> list[dict]:
         return records.upsert(self.results_path, rows)
+
+    def save_outcome(self, row: dict, correct: torch.Tensor, index: torch.Tensor) -> str:
+        """Store which examples survived the attack of `row`; returns the path for the record."""
+        digest = hashlib.sha1(repr(records.key(row)).encode()).hexdigest()[:10]
+        relative = f"per_example/{row['attack']}_eps{row['eps']:.6g}_{digest}.pt"
+        storage.save_checkpoint({"index": index.cpu(), "correct": correct.cpu()}, self.root / relative)
+        return relative
+
+    def load_outcome(self, row: dict) -> dict:
+        return storage.load_tensors(self.root / row["per_example"])
 
     # --- identity ------------------------------------------------------------------------
 

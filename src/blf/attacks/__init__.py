@@ -2,6 +2,15 @@
 
 An attack evaluates a classifier at each epsilon of its grid; `perturb` returns adversarial
 inputs for one batch at one epsilon. eps = 0 means clean data and is never attacked.
+
+| option | attack | paper |
+|---|---|---|
+| pgd | L-inf PGD, random start (ours or advertorch's), targeted, restarts | Figs. 3, 4 |
+| pgd_tanh_surrogate | PGD crafted with BLF replaced by tanh | Fig. 5 |
+| spsa | SPSA (advertorch) | Table 1 |
+| square | Square Attack (AutoAttack code) | Table 2 |
+| apgd_ce, apgd_t | APGD-CE, targeted APGD-DLR (AutoAttack code) | Table 4 |
+| autoattack | the standard AutoAttack ensemble | (RobustBench) |
 """
 
 from __future__ import annotations
@@ -11,10 +20,27 @@ from collections.abc import Mapping
 from omegaconf import DictConfig
 
 from .. import config as C
+from .autoattack import APGDCE, APGDTargeted, AutoAttackStandard, Square
 from .base import Attack
+from . import pgd as pgd_module
 from .pgd import PGD, pgd
+from .spsa import SPSA
+from .surrogate import TanhSurrogatePGD
 
-ATTACKS = {"pgd": PGD}
+ATTACKS = {
+    "pgd": PGD,
+    "pgd_tanh_surrogate": TanhSurrogatePGD,
+    "spsa": SPSA,
+    "square": Square,
+    "apgd_ce": APGDCE,
+    "apgd_t": APGDTargeted,
+    "autoattack": AutoAttackStandard,
+}
+
+# Attacks that follow the model's gradient; the others (square, spsa) do not. The integrity
+# checks compare the two families example by example.
+GRADIENT_BASED = ("pgd", "pgd_tanh_surrogate", "apgd_ce", "apgd_t", "autoattack")
+GRADIENT_FREE = ("square", "spsa")
 
 
 def build(name: str, cfg: DictConfig) -> Attack:
@@ -22,11 +48,9 @@ def build(name: str, cfg: DictConfig) -> Attack:
     return ATTACKS[name].from_config(cfg)
 
 
-def build_all(cfg: Mapping) -> list[Attack]:
-    """The attacks of an `attack=[...]` selection, in the order given."""
-    if not cfg:
-        raise C.ConfigError(f"attack is empty; allowed: a list of {', '.join(sorted(ATTACKS))}")
-    return [build(name, sub) for name, sub in cfg.items()]
+def build_all(cfg: Mapping | None) -> list[Attack]:
+    """The attacks of an `attack=[...]` selection, in the order given (may be empty)."""
+    return [build(name, sub) for name, sub in (cfg or {}).items()]
 
 
-__all__ = ["ATTACKS", "Attack", "PGD", "build", "build_all", "pgd"]
+__all__ = ["ATTACKS", "GRADIENT_BASED", "GRADIENT_FREE", "Attack", "PGD", "build", "build_all", "pgd"]

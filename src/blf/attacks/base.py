@@ -23,6 +23,13 @@ class Attack(ABC):
         if not self.eps:
             raise C.ConfigError(f"attack.{self.name}.eps is empty; allowed: a list of numbers >= 0")
 
+    # Evaluation batch size for this attack (None: eval.batch_size). Slow attacks use small
+    # batches so that the progress bar moves.
+    batch_size: int | None = None
+
+    def check(self, classifier: nn.Module, num_classes: int) -> None:
+        """Raise ConfigError if this attack cannot run against `classifier`."""
+
     def settings(self) -> dict:
         """Everything but eps that determines the result (goes into each record)."""
         return {}

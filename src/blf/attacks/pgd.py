@@ -2,8 +2,9 @@
 
 `pgd` is our own implementation with advertorch's `LinfPGDAttack` semantics (uniform random
 start in the eps-ball, signed-gradient steps, projection onto the ball and onto [0, 1], summed
-cross-entropy), differentiating only with respect to the input. The `PGD` attack runs either
-it or advertorch's, as the paper did (section 5.1: "we used advertorch").
+cross-entropy). It differentiates with respect to the input only (parameters frozen) and
+takes the fast input gradient of input_gradient.py. The `PGD` attack runs it or advertorch's
+(`implementation=advertorch`, as the paper did), untargeted or targeted, with restarts.
 """
 
 from __future__ import annotations
@@ -30,7 +31,8 @@ def pgd(
     rand_init: bool = True,
     targeted: bool = False,
 ) -> torch.Tensor:
-    """L-infinity PGD. Call it with the model in eval mode and parameters frozen."""
+    """L-infinity PGD; `y` is the target class when `targeted`. Call it with the model in eval
+    mode and its parameters frozen (models.frozen)."""
     delta = torch.zeros_like(x)
     if rand_init:
         # Same draw as advertorch's rand_init_delta, so both start from the same point.
@@ -49,37 +51,86 @@ def pgd(
     return (x + delta).clamp_(0.0, 1.0).detach()
 
 
-IMPLEMENTATIONS = ("advertorch", "native")
+IMPLEMENTATIONS = ("native", "advertorch")
+TARGETS = ("random", "least_likely")
+
+
+def choose_targets(model: nn.Module, x: torch.Tensor, y: torch.Tensor, how: str, num_classes: int) -> torch.Tensor:
+    """A wrong class per example: uniformly at random (global RNG, seeded by the evaluation)
+    or the wrong class the model finds least likely on the clean input."""
+    if how == "least_likely":
+        with torch.no_grad():
+            logits = model(x).scatter(1, y[:, None], float("inf"))  # never the true class
+            return logits.argmin(dim=1)
+    offset = torch.randint(1, num_classes, y.shape, device="cpu").to(y.device)
+    return (y + offset) % num_classes
 
 
 class PGD(Attack):
-    """Untargeted L-infinity PGD with a random start (MNIST: 40 x 0.01; CIFAR-10: 100 x 2/255)."""
+    """L-infinity PGD with random start (MNIST: 40 x 0.01; CIFAR-10: 100 x 2/255).
+
+    With `restarts` > 1 an example counts as broken if any restart breaks it. Targeted PGD
+    drives each example towards a wrong class (`target`); accuracy is still measured against
+    the true label.
+    """
 
     name = "pgd"
 
-    def __init__(self, eps, nb_iter: int, eps_iter: float, rand_init: bool = True, implementation: str = "advertorch"):
+    def __init__(self, eps, nb_iter: int, eps_iter: float, rand_init: bool = True, restarts: int = 1,
+                 targeted: bool = False, target: str = "random", implementation: str = "native"):
         super().__init__(eps)
-        self.nb_iter = C.integer("attack.pgd.nb_iter", nb_iter, ge=1)
-        self.eps_iter = C.number("attack.pgd.eps_iter", eps_iter, gt=0)
+        self.nb_iter = C.integer(f"attack.{self.name}.nb_iter", nb_iter, ge=1)
+        self.eps_iter = C.number(f"attack.{self.name}.eps_iter", eps_iter, gt=0)
         self.rand_init = bool(rand_init)
-        self.implementation = C.choice("attack.pgd.implementation", implementation, IMPLEMENTATIONS)
+        self.restarts = C.integer(f"attack.{self.name}.restarts", restarts, ge=1)
+        self.targeted = bool(targeted)
+        self.target = C.choice(f"attack.{self.name}.target", target, TARGETS)
+        self.implementation = C.choice(f"attack.{self.name}.implementation", implementation, IMPLEMENTATIONS)
 
     @classmethod
     def from_config(cls, cfg: DictConfig) -> PGD:
-        return cls(cfg.eps, cfg.nb_iter, cfg.eps_iter, cfg.get("rand_init", True), cfg.get("implementation", "advertorch"))
+        return cls(cfg.eps, cfg.nb_iter, cfg.eps_iter, cfg.get("rand_init", True), cfg.get("restarts", 1),
+                   cfg.get("targeted", False), cfg.get("target", "random"), cfg.get("implementation", "native"))
 
     def settings(self) -> dict:
         return {
             "nb_iter": self.nb_iter,
             "eps_iter": self.eps_iter,
             "rand_init": self.rand_init,
+            "restarts": self.restarts,
+            "targeted": self.targeted,
+            "target": self.target if self.targeted else None,
             "implementation": self.implementation,
         }
 
-    def perturb(self, model, x, y, eps):
+    def once(self, model, x, labels, eps):
+        """One PGD run; `labels` are targets when targeted."""
         if self.implementation == "native":
-            return pgd(model, x, y, eps=eps, nb_iter=self.nb_iter, eps_iter=self.eps_iter, rand_init=self.rand_init)
+            return pgd(model, x, labels, eps=eps, nb_iter=self.nb_iter, eps_iter=self.eps_iter,
+                       rand_init=self.rand_init, targeted=self.targeted)
         adversary = advertorch_attacks().LinfPGDAttack(
-            model, eps=eps, nb_iter=self.nb_iter, eps_iter=self.eps_iter, rand_init=self.rand_init, clip_min=0.0, clip_max=1.0
+            model, eps=eps, nb_iter=self.nb_iter, eps_iter=self.eps_iter, rand_init=self.rand_init,
+            clip_min=0.0, clip_max=1.0, targeted=self.targeted,
         )
-        return adversary.perturb(x, y)
+        return adversary.perturb(x, labels)
+
+    def crafting_model(self, model: nn.Module) -> nn.Module:
+        """The model whose gradients craft the examples (the attacked model itself here)."""
+        return model
+
+    def perturb(self, model, x, y, eps):
+        crafter = self.crafting_model(model)
+        labels = y
+        if self.targeted:
+            with torch.no_grad():
+                num_classes = model(x[:1]).shape[1]
+            labels = choose_targets(model, x, y, self.target, num_classes)
+        best = self.once(crafter, x, labels, eps)
+        for _ in range(self.restarts - 1):
+            # Examples already broken keep their adversarial example; the others try again.
+            with torch.no_grad():
+                survivors = model(best).argmax(1) == y
+            if not survivors.any():
+                break
+            best[survivors] = self.once(crafter, x[survivors], labels[survivors], eps)
+        return best

@@ -1,0 +1,100 @@
+"""The integrity checks fire on a gradient-masked model and pass on an honest one."""
+
+import pytest
+import torch
+from omegaconf import OmegaConf
+from torch import nn
+
+from blf import attacks, data, evaluation, heads, integrity, models
+
+CHECKS = OmegaConf.create({
+    "monotonic_tolerance": 0.5,
+    "gradient_free_max_share": 1.0,
+    "input_gradients_max_share": 5.0,
+    "unbounded": {"eps": 1.0, "nb_iter": 100, "eps_iter": 0.025, "max_accuracy": 2.0},
+    "convergence": {"eps": 0.1, "nb_iter": 20, "eps_iter": 0.01, "iter_factor": 4, "restarts": 3, "tolerance": 2.0, "max_n": 200},
+})
+CPU = torch.device("cpu")
+
+
+class Quantize(nn.Module):
+    """Rounds pixels to 4 levels: the output no longer depends smoothly on the input, so every
+    input gradient is zero (a textbook gradient-masking 'defense')."""
+
+    def forward(self, x):
+        return torch.round(x * 3) / 3
+
+
+@pytest.fixture(scope="module")
+def dataset():
+    cfg = OmegaConf.create({"name": "mnist", "synthetic": True, "synthetic_train": 3000, "synthetic_test": 200, "synthetic_seed": 0})
+    return data.load(cfg)
+
+
+@pytest.fixture(scope="module")
+def honest(dataset):
+    torch.manual_seed(0)
+    classifier = models.build(OmegaConf.create({"name": "2c2f"}), heads.Identity(), 1, 10)
+    optimizer = torch.optim.Adam(classifier.parameters(), lr=1e-3)
+    generator = torch.Generator().manual_seed(0)
+    for _ in range(3):
+        classifier.train()
+        order = torch.randperm(len(dataset.train), generator=generator)
+        for start in range(0, len(order), 64):
+            x, y = dataset.train.batch(order[start:start + 64])
+            loss = nn.functional.cross_entropy(classifier(x), y)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+    assert evaluation.clean_accuracy(classifier, dataset.test, 100, CPU) > 90
+    return classifier.eval()
+
+
+def masked_version(classifier):
+    return models.Classifier(nn.Sequential(Quantize(), classifier.network), classifier.head).eval()
+
+
+def assess(classifier, dataset):
+    suite = [
+        attacks.build("pgd", OmegaConf.create({"eps": [0.0, 0.05, 0.1, 0.2], "nb_iter": 20, "eps_iter": 0.01})),
+        attacks.build("square", OmegaConf.create({"eps": [0.1], "n_queries": 300, "p_init": 0.8, "n_restarts": 1, "loss": "margin", "seed": 0})),
+    ]
+    _, outcomes = evaluation.evaluate(classifier, dataset.test, suite, seed=0, batch_size=100, device=CPU, num_classes=10, progress=False)
+    verdicts = integrity.run(classifier, dataset.test, outcomes, CHECKS, batch_size=100, device=CPU, seed=0)
+    return {v.check: v for v in verdicts}, outcomes
+
+
+def test_honest_model_passes_every_check(honest, dataset):
+    verdicts, _ = assess(honest, dataset)
+    assert {name: v.status for name, v in verdicts.items()} == dict.fromkeys(verdicts, "pass"), integrity.report(list(verdicts.values()))
+
+
+def test_masked_model_is_caught(honest, dataset):
+    masked = masked_version(honest)
+    assert evaluation.clean_accuracy(masked, dataset.test, 100, CPU) > 80  # still a working classifier
+    verdicts, outcomes = assess(masked, dataset)
+    report = integrity.report(list(verdicts.values()))
+    assert verdicts["input_gradients"].failed and verdicts["input_gradients"].value == 100.0
+    assert verdicts["unbounded_attack"].failed
+    assert verdicts["gradient_free_vs_gradient"].failed and verdicts["gradient_free_vs_gradient"].value > 1.0
+    assert "!! FAIL" in report and "FAILED" in report
+    # PGD looks strong against it; Square shows the accuracy is an illusion.
+    pgd_at_01 = next(r for r, _ in outcomes if r["attack"] == "pgd" and r["eps"] == 0.1)
+    square = next(r for r, _ in outcomes if r["attack"] == "square")
+    assert square["accuracy"] < pgd_at_01["accuracy"]
+
+
+def test_monotonic_check_flags_a_rising_curve():
+    rows = [{"attack": "pgd", "eps": e, "accuracy": a} for e, a in [(0.0, 99.0), (0.1, 50.0), (0.2, 60.0)]]
+    verdict = integrity.monotonic(rows, tolerance=0.5)
+    assert verdict.failed and verdict.value == pytest.approx(10.0) and "eps=0.2" in verdict.detail
+    assert not integrity.monotonic(rows[:2], tolerance=0.5).failed
+    assert integrity.monotonic(rows[:1], tolerance=0.5).status == "skipped"
+
+
+def test_worst_case_is_the_per_example_minimum():
+    a = torch.tensor([True, True, False, True])
+    b = torch.tensor([True, False, True, True])
+    rows = evaluation.worst_case([({"attack": "pgd", "eps": 0.1}, a), ({"attack": "square", "eps": 0.1}, b),
+                                  ({"attack": "pgd", "eps": 0.2}, b)])
+    assert [(r["eps"], r["accuracy"], r["attacks"]) for r in rows] == [(0.1, 50.0, "pgd+square"), (0.2, 75.0, "pgd")]
