@@ -30,6 +30,7 @@ def main(cfg: DictConfig) -> None:
         for key in EVALUATION_KEYS:
             run_cfg[key] = cfg.get(key)
         config = C.to_container(run_cfg)
+        app.configure_cpu(run_cfg.trainer.get("threads"))
         device = app.device(run_cfg.device)
         dataset = data.load(run_cfg.dataset)
         parts = app.build_parts(run_cfg, dataset.num_classes)

@@ -20,7 +20,7 @@ def main(cfg: DictConfig) -> None:
     workspace = Workspace(app.run_dir())
     with app.user_errors(workspace):
         config = C.to_container(cfg)
-        app.threads(cfg.trainer.get("threads"))
+        app.configure_cpu(cfg.trainer.get("threads"))
         device = app.device(cfg.device)
         epochs = C.integer("trainer.epochs", cfg.trainer.epochs, ge=1)
         batch_size = C.integer("trainer.batch_size", cfg.trainer.batch_size, ge=1)

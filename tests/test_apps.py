@@ -227,3 +227,40 @@ def test_the_issue_command_on_real_mnist(tmp_path):
     assert result.returncode == 0, result.stderr
     rows = [r for r in read(run_dir / "results.jsonl") if r["kind"] == "robustness"]
     assert len(rows) == 7 and all(r["n"] == 200 and r["model"] == "4c3f" and r["training"] == "pgd_at" for r in rows)
+
+
+def test_evaluate_attack_list_reports_worst_case_verdicts_and_analyses(tiny_run):
+    run_dir, result = tiny_run("head=blf")
+    assert result.returncode == 0, result.stderr
+    evaluated = run_app(
+        "evaluate.py", f"run_dir={run_dir}", "logger=none", "progress=false", "eval.n=32",
+        "attack=[pgd,square,pgd_tanh_surrogate]", "attack.pgd.nb_iter=3", "attack.pgd_tanh_surrogate.nb_iter=3",
+        "attack.square.n_queries=30", "analysis=[operator_norm,loss_surface]", "analysis.loss_surface.points=2",
+        "analysis.loss_surface.radius=0.02", "analysis.loss_surface.step=0.01",
+        "eval.integrity.unbounded.nb_iter=10", "eval.integrity.convergence.nb_iter=3",
+        "eval.integrity.convergence.iter_factor=2", "eval.integrity.convergence.restarts=2",
+    )
+    assert evaluated.returncode == 0, evaluated.stderr
+    rows = read(run_dir / "results.jsonl")
+    kinds = {r["kind"] for r in rows}
+    assert {"robustness", "worst_case", "integrity", "norms", "operator_norm", "operator_norm_summary", "loss_surface"} <= kinds
+    worst = {r["eps"]: r for r in rows if r["kind"] == "worst_case"}
+    at_015 = [r for r in rows if r["kind"] == "robustness" and r["eps"] == 0.15]
+    assert worst[0.15]["attacks"] == "pgd+pgd_tanh_surrogate+square"
+    assert worst[0.15]["accuracy"] <= min(r["accuracy"] for r in at_015)
+    for r in rows:
+        if r["kind"] == "robustness":
+            stored = storage.load_tensors(run_dir / r["per_example"])
+            assert stored["correct"].shape == (32,) and int(stored["correct"].sum()) == r["correct"]
+    checks = {r["check"]: r["status"] for r in rows if r["kind"] == "integrity"}
+    assert set(checks) == {"monotonic", "unbounded_attack", "gradient_free_vs_gradient", "input_gradients", "pgd_convergence"}
+    assert set(checks.values()) <= {"pass", "FAIL", "skipped"}
+    assert "Integrity checks" in evaluated.stdout and "worst_case" in evaluated.stdout
+    assert (run_dir / "analysis" / "loss_surface.png").is_file() and (run_dir / "analysis" / "loss_surface.pt").is_file()
+
+
+def test_surrogate_attack_on_a_baseline_is_refused(tiny_run):
+    run_dir, result = tiny_run()
+    assert result.returncode == 0
+    message = bad(run_app("evaluate.py", f"run_dir={run_dir}", "logger=none", "attack=[pgd_tanh_surrogate]"))
+    assert "head=identity" in message and "allowed: blf, lblf" in message

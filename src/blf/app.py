@@ -14,6 +14,7 @@ from omegaconf import DictConfig
 
 from . import attacks, heads, models, regularizers, training
 from . import config as C
+from .allocator import keep_freed_memory
 from .data import Dataset
 from .errors import BLFError, ConfigError, DataError
 from .workspace import Workspace
@@ -34,10 +35,12 @@ def device(name: str) -> torch.device:
     raise ConfigError(f"device={name!r} is not a device; allowed: auto, cpu, cuda, cuda:N")
 
 
-def threads(n: int | None) -> None:
-    """Cap torch's CPU threads (parallel sweep jobs must not oversubscribe the cores)."""
-    if n:
-        torch.set_num_threads(C.integer("trainer.threads", n, ge=1))
+def configure_cpu(threads: int | None) -> None:
+    """Cap torch's CPU threads (parallel sweep jobs must not oversubscribe the cores) and keep
+    freed memory for reuse (allocator.py)."""
+    if threads:
+        torch.set_num_threads(C.integer("trainer.threads", threads, ge=1))
+    keep_freed_memory()
 
 
 def build_classifier(cfg: DictConfig, data: Dataset) -> models.Classifier:

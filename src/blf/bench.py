@@ -8,6 +8,12 @@ Training pipeline (2C2F, MNIST, batch 64, the appendix B.2 optimiser):
 - `dataloader_epoch`: the same epoch through torchvision's MNIST dataset (PIL + ToTensor per
   sample) and a torch DataLoader, the common way to write it.
 Targets: pipeline >= 90% of bare steps; pipeline >= 2x faster than the DataLoader loop.
+
+PGD (MNIST, trained 2C2F and 4C3F, the same inputs and random starts for all): our PGD-40
+against advertorch's LinfPGDAttack called plainly (model in eval mode) and inside
+advertorch's ctx_noparamgrad_and_eval, with the robust accuracies side by side
+(target: >= 1.5x advertorch plain, accuracies within 0.5 points); and one PGD step's cost
+relative to one training step (target < 1.0x).
 All use the channels-last 2C2F of src/train.py; `dataloader_nchw` is the DataLoader loop with
 the default (NCHW) layout, as such loops are usually written. Measurements are interleaved
 round by round and summarised by medians: a shared 2-core machine drifts by +-20%.
@@ -26,6 +32,7 @@ import torch
 from omegaconf import OmegaConf
 
 from . import data, heads, models, storage, trainer, training
+from .allocator import keep_freed_memory
 from .regularizers import Regularizer
 
 
@@ -47,9 +54,9 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def new_model(device, channels_last: bool = True):
+def new_model(device, channels_last: bool = True, name: str = "2c2f"):
     torch.manual_seed(0)
-    classifier = models.build(OmegaConf.create({"name": "2c2f"}), heads.Identity(), 1, 10).to(device)
+    classifier = models.build(OmegaConf.create({"name": name}), heads.Identity(), 1, 10).to(device)
     if channels_last:  # as src/train.py builds it (trainer.channels_last=true)
         classifier = classifier.to(memory_format=torch.channels_last)
     optimizer = torch.optim.SGD(classifier.parameters(), lr=0.01, momentum=0.5, weight_decay=0.01)
@@ -116,48 +123,164 @@ def interleaved(measures: dict, rounds: int) -> dict[str, list[float]]:
     return results
 
 
+def training_pipeline(train: data.Split, data_dir: Path, device, rounds: int) -> dict:
+    batch = 64
+    runs = interleaved(
+        {
+            "bare": lambda: bare_steps(train, batch, device),
+            "pipeline": lambda: pipeline_epoch(train, batch, device),
+            "dataloader": lambda: dataloader_epoch(data_dir, batch, device, channels_last=True),
+            "dataloader_nchw": lambda: dataloader_epoch(data_dir, batch, device, channels_last=False),
+        },
+        rounds,
+    )
+    median = {name: statistics.median(rates) for name, rates in runs.items()}
+    fraction = statistics.median(p / b for p, b in zip(runs["pipeline"], runs["bare"]))
+    speedup = statistics.median(p / d for p, d in zip(runs["pipeline"], runs["dataloader"]))
+    speedup_nchw = statistics.median(p / d for p, d in zip(runs["pipeline"], runs["dataloader_nchw"]))
+    print("Training, 2C2F on MNIST, batch 64:")
+    print(f"  bare train step           {median['bare']:8.0f} img/s")
+    print(f"  pipeline epoch            {median['pipeline']:8.0f} img/s  {100 * fraction:.0f}% of bare steps (target >= 90%)")
+    print(f"  DataLoader epoch          {median['dataloader']:8.0f} img/s  pipeline {speedup:.2f}x faster (target >= 2x)")
+    print(f"  DataLoader epoch, NCHW    {median['dataloader_nchw']:8.0f} img/s  pipeline {speedup_nchw:.2f}x faster")
+    return {
+        "images_per_s_median": median,
+        "images_per_s_rounds": runs,
+        "epoch_seconds_median": {name: len(train) / rate for name, rate in median.items()},
+        "pipeline_fraction_of_bare": fraction,
+        "pipeline_speedup_over_dataloader": speedup,
+        "pipeline_speedup_over_dataloader_nchw": speedup_nchw,
+    }
+
+
+def trained(name: str, train: data.Split, device, n_train: int) -> models.Classifier:
+    """A briefly trained model (one epoch on `n_train` images), so attacks face real margins."""
+    classifier, optimizer = new_model(device, name=name)
+    trainer.train_epoch(classifier, train.first(n_train), training.Standard(), Regularizer(), optimizer,
+                        batch_size=64, generator=torch.Generator().manual_seed(0), device=device, progress=False)
+    return classifier.eval()
+
+
+def pgd_compare(classifier, x, y, *, eps: float, nb_iter: int, eps_iter: float, chunk: int, repeats: int) -> dict:
+    """Our PGD against advertorch's, plain and in ctx_noparamgrad_and_eval.
+
+    The three alternate chunk by chunk (~0.3 s each, the order flipping every chunk), so the
+    load bursts of a shared machine hit all three alike; each chunk starts all three from the
+    same random start. Returns images/s and robust accuracy (%) per implementation.
+    """
+    from .attacks import pgd
+    from .compat import advertorch_attacks, advertorch_context
+
+    adversary = advertorch_attacks().LinfPGDAttack(classifier, eps=eps, nb_iter=nb_iter, eps_iter=eps_iter)
+    no_param_grad_and_eval = advertorch_context().ctx_noparamgrad_and_eval
+
+    def ours(xs, ys):
+        with models.frozen(classifier):
+            return pgd(classifier, xs, ys, eps=eps, nb_iter=nb_iter, eps_iter=eps_iter)
+
+    def plain(xs, ys):  # as users call it: model in eval mode, parameters as they are
+        classifier.eval()
+        return adversary.perturb(xs, ys)
+
+    def in_context(xs, ys):
+        with no_param_grad_and_eval(classifier):
+            return adversary.perturb(xs, ys)
+
+    runs = {"ours": ours, "advertorch": plain, "advertorch_ctx": in_context}
+    seconds = dict.fromkeys(runs, 0.0)
+    correct = dict.fromkeys(runs, 0)
+    turn = 0
+    for repeat in range(repeats):
+        for start in range(0, len(y), chunk):
+            xs, ys = x[start : start + chunk], y[start : start + chunk]
+            names = list(runs) if turn % 2 == 0 else list(reversed(runs))
+            turn += 1
+            for name in names:
+                torch.manual_seed(start)
+                sync(x.device)
+                begin = time.perf_counter()
+                x_adv = runs[name](xs, ys)
+                sync(x.device)
+                seconds[name] += time.perf_counter() - begin
+                if repeat == 0:
+                    with torch.no_grad():
+                        correct[name] += int((classifier(x_adv).argmax(1) == ys).sum())
+    return {
+        "images_per_s": {k: len(y) * repeats / v for k, v in seconds.items()},
+        "robust_accuracy": {k: 100.0 * v / len(y) for k, v in correct.items()},
+        "speedup_over_advertorch": seconds["advertorch"] / seconds["ours"],
+        "speedup_over_advertorch_ctx": seconds["advertorch_ctx"] / seconds["ours"],
+    }
+
+
+def step_cost(train: data.Split, device, batch: int, rounds: int, steps: int = 20) -> float:
+    """Time of one PGD step over one training step on the same batch size (median over
+    alternating rounds of `steps` steps each)."""
+    from .attacks import pgd
+
+    classifier, optimizer = new_model(device)
+    x, y = train.batch(torch.arange(batch), device)
+    loss_fn = Regularizer()
+    ratios = []
+    for _ in range(rounds):
+        classifier.train()
+        sync(device)
+        begin = time.perf_counter()
+        for _ in range(steps):
+            loss = loss_fn(classifier(x), y)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+        sync(device)
+        train_time = time.perf_counter() - begin
+        with models.frozen(classifier):
+            begin = time.perf_counter()
+            pgd(classifier, x, y, eps=0.3, nb_iter=steps, eps_iter=0.01)
+            sync(device)
+            ratios.append((time.perf_counter() - begin) / train_time)
+    return statistics.median(ratios)
+
+
+def pgd_speed(mnist: data.Dataset, device, repeats: int) -> dict:
+    """Our PGD-40 against advertorch's on trained 2C2F and 4C3F, same inputs and starts."""
+    out = {}
+    eps, nb_iter, eps_iter = 0.1, 40, 0.01
+    train = mnist.train.to(device)
+    for name, n_train, n_test, chunk in (("2c2f", 60000, 500, 100), ("4c3f", 10000, 200, 20)):
+        classifier = trained(name, train, device, n_train)
+        x, y = mnist.test.first(n_test).batch(slice(None), device)
+        result = pgd_compare(classifier, x, y, eps=eps, nb_iter=nb_iter, eps_iter=eps_iter, chunk=chunk, repeats=repeats)
+        out[name] = {"eps": eps, "nb_iter": nb_iter, "images": n_test, "chunk": chunk, **result}
+        print(f"PGD-{nb_iter}, {name.upper()} (1 epoch trained), {n_test} test images in chunks of {chunk}, eps {eps}:")
+        for k, rate in result["images_per_s"].items():
+            print(f"  {k:16s} {rate:8.1f} img/s   robust accuracy {result['robust_accuracy'][k]:.1f}%")
+        print(f"  ours: {result['speedup_over_advertorch']:.2f}x advertorch (target >= 1.5x), "
+              f"{result['speedup_over_advertorch_ctx']:.2f}x advertorch in ctx_noparamgrad_and_eval")
+
+    out["pgd_step_over_train_step_2c2f"] = {str(b): step_cost(train, device, b, repeats * 4) for b in (64, 500)}
+    for b, ratio in out["pgd_step_over_train_step_2c2f"].items():
+        print(f"One PGD step costs {ratio:.2f}x a training step (2C2F, batch {b}; target < 1.0x)")
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, default=Path("bench/latest.json"))
     parser.add_argument("--data-dir", type=Path, default=Path("data"))
     parser.add_argument("--repeats", type=int, default=3, help="interleaved rounds")
     parser.add_argument("--device", default="auto")
+    parser.add_argument("--only", nargs="*", choices=["training", "pgd"], default=["training", "pgd"])
     args = parser.parse_args(argv)
+    keep_freed_memory()  # as the apps do
     device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else
                           ("cpu" if args.device == "auto" else args.device))
     mnist = data.load(OmegaConf.create({"name": "mnist", "root": str(args.data_dir), "download": True}))
-    train = mnist.train.to(device)
-    batch = 64
     print(f"device: {device}  threads: {torch.get_num_threads()}  rounds: {args.repeats}")
-    runs = interleaved(
-        {
-            "bare": lambda: bare_steps(train, batch, device),
-            "pipeline": lambda: pipeline_epoch(train, batch, device),
-            "dataloader": lambda: dataloader_epoch(args.data_dir, batch, device, channels_last=True),
-            "dataloader_nchw": lambda: dataloader_epoch(args.data_dir, batch, device, channels_last=False),
-        },
-        args.repeats,
-    )
-    median = {name: statistics.median(rates) for name, rates in runs.items()}
-    fraction = statistics.median(p / b for p, b in zip(runs["pipeline"], runs["bare"]))
-    speedup = statistics.median(p / d for p, d in zip(runs["pipeline"], runs["dataloader"]))
-    speedup_nchw = statistics.median(p / d for p, d in zip(runs["pipeline"], runs["dataloader_nchw"]))
-    print(f"bare train step           {median['bare']:8.0f} img/s")
-    print(f"pipeline epoch            {median['pipeline']:8.0f} img/s  {100 * fraction:.0f}% of bare steps (target >= 90%)")
-    print(f"DataLoader epoch          {median['dataloader']:8.0f} img/s  pipeline {speedup:.2f}x faster (target >= 2x)")
-    print(f"DataLoader epoch, NCHW    {median['dataloader_nchw']:8.0f} img/s  pipeline {speedup_nchw:.2f}x faster")
-    result = {
-        "machine": machine(device),
-        "when": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "training_2c2f_mnist_batch64": {
-            "images_per_s_median": median,
-            "images_per_s_rounds": runs,
-            "epoch_seconds_median": {name: len(train) / rate for name, rate in median.items()},
-            "pipeline_fraction_of_bare": fraction,
-            "pipeline_speedup_over_dataloader": speedup,
-            "pipeline_speedup_over_dataloader_nchw": speedup_nchw,
-        },
-    }
+    result = {"machine": machine(device), "when": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+    if "training" in args.only:
+        result["training_2c2f_mnist_batch64"] = training_pipeline(mnist.train.to(device), args.data_dir, device, args.repeats)
+    if "pgd" in args.only:
+        result["pgd_mnist"] = pgd_speed(mnist, device, args.repeats)
     storage.write_text(args.out, json.dumps(result, indent=2) + "\n")
     print(f"written: {args.out}")
     return 0
