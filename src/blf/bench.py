@@ -246,7 +246,7 @@ def pgd_speed(mnist: data.Dataset, device, repeats: int) -> dict:
     out = {}
     eps, nb_iter, eps_iter = 0.1, 40, 0.01
     train = mnist.train.to(device)
-    for name, n_train, n_test, chunk in (("2c2f", 60000, 500, 100), ("4c3f", 10000, 200, 20)):
+    for name, n_train, n_test, chunk in (("2c2f", 60000, 500, 250), ("4c3f", 10000, 200, 50)):
         classifier = trained(name, train, device, n_train)
         x, y = mnist.test.first(n_test).batch(slice(None), device)
         result = pgd_compare(classifier, x, y, eps=eps, nb_iter=nb_iter, eps_iter=eps_iter, chunk=chunk, repeats=repeats)
