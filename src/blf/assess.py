@@ -70,7 +70,7 @@ def assess(workspace: Workspace, cfg: DictConfig, config: dict, dataset: Dataset
     all_outcomes = [(r, workspace.load_outcome(r)["correct"]) for r in robust]
     derived = [{**common, **r} for r in evaluation.worst_case(all_outcomes)]
     verdicts = []
-    if cfg.eval.integrity.enabled and all_outcomes:
+    if cfg.eval.integrity.enabled and attack_list and all_outcomes:  # not for analysis-only calls
         verdicts = integrity.run(classifier, subset, all_outcomes, cfg.eval.integrity, batch_size=batch_size,
                                  device=device, seed=seed, progress=cfg.get("progress", True))
         derived += [{**common, **r} for r in integrity.as_rows(verdicts)]

@@ -63,22 +63,27 @@ def new_model(device, channels_last: bool = True, name: str = "2c2f"):
     return classifier, optimizer
 
 
-def bare_steps(split: data.Split, batch_size: int, device) -> float:
-    """Images/s of repeated train steps on one in-memory batch (an epoch's worth of steps)."""
-    classifier, optimizer = new_model(device)
+def timed_train_steps(classifier, optimizer, x, y, steps: int) -> float:
+    """Seconds for `steps` SGD steps on the batch (x, y)."""
     classifier.train()
-    x, y = split.batch(torch.arange(batch_size), device)
     loss_fn = Regularizer()
-    steps = len(split) // batch_size
-    sync(device)
+    sync(x.device)
     start = time.perf_counter()
     for _ in range(steps):
         loss = loss_fn(classifier(x), y)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
-    sync(device)
-    return steps * batch_size / (time.perf_counter() - start)
+    sync(x.device)
+    return time.perf_counter() - start
+
+
+def bare_steps(split: data.Split, batch_size: int, device) -> float:
+    """Images/s of repeated train steps on one in-memory batch (an epoch's worth of steps)."""
+    classifier, optimizer = new_model(device)
+    x, y = split.batch(torch.arange(batch_size), device)
+    steps = len(split) // batch_size
+    return steps * batch_size / timed_train_steps(classifier, optimizer, x, y, steps)
 
 
 def pipeline_epoch(split: data.Split, batch_size: int, device) -> float:
@@ -220,19 +225,9 @@ def step_cost(train: data.Split, device, batch: int, rounds: int, steps: int = 2
 
     classifier, optimizer = new_model(device)
     x, y = train.batch(torch.arange(batch), device)
-    loss_fn = Regularizer()
     ratios = []
     for _ in range(rounds):
-        classifier.train()
-        sync(device)
-        begin = time.perf_counter()
-        for _ in range(steps):
-            loss = loss_fn(classifier(x), y)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-        sync(device)
-        train_time = time.perf_counter() - begin
+        train_time = timed_train_steps(classifier, optimizer, x, y, steps)
         with models.frozen(classifier):
             begin = time.perf_counter()
             pgd(classifier, x, y, eps=0.3, nb_iter=steps, eps_iter=0.01)
