@@ -10,7 +10,7 @@ import hydra
 import torch
 from omegaconf import DictConfig
 
-from blf import app, assess, data, reporting, tracking, trainer
+from blf import app, assess, data, precision, reporting, tracking, trainer
 from blf import config as C
 from blf.workspace import Workspace
 
@@ -29,7 +29,9 @@ def main(cfg: DictConfig) -> None:
         torch.manual_seed(cfg.seed)
         classifier = app.build_classifier(cfg, dataset).to(device)
         optimizer, scheduler = app.build_optimizer(cfg, classifier)
+        precision.policy(cfg.trainer.get("amp"))
         dataset = dataset.to(device)
+        augment = data.augmentation(cfg.dataset, device, cfg.seed)
         with tracking.start(cfg.logger, config, workspace.root, job_type="train") as tracker:
             progress = trainer.fit(
                 workspace, classifier, dataset, parts[1], parts[0], optimizer, scheduler,

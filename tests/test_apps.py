@@ -204,7 +204,7 @@ def test_nan_check_keeps_epoch_one_when_epoch_two_diverges(tmp_path):
             return loss * float("nan") if self.calls > 2 else loss
 
     dataset = data.load(OmegaConf.create({"name": "mnist", "synthetic": True, "synthetic_train": 64, "synthetic_test": 16, "synthetic_seed": 0}))
-    classifier = models.build(OmegaConf.create({"name": "2c2f"}), heads.Identity(), 1, 10)
+    classifier = models.build(OmegaConf.create({"name": "2c2f"}), heads.Identity(), (1, 28, 28), 10)
     optimizer = torch.optim.SGD(classifier.parameters(), lr=0.01)
     scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, [])
     workspace = Workspace(tmp_path)
@@ -264,3 +264,38 @@ def test_surrogate_attack_on_a_baseline_is_refused(tiny_run):
     assert result.returncode == 0
     message = bad(run_app("evaluate.py", f"run_dir={run_dir}", "logger=none", "attack=[pgd_tanh_surrogate]"))
     assert "head=identity" in message and "allowed: blf, lblf" in message
+
+
+def test_bf16_policy_runs_and_checks_agreement_with_fp32(tiny_run):
+    run_dir, result = tiny_run("trainer.amp=bf16")
+    assert result.returncode == 0, result.stderr
+    rows = read(run_dir / "results.jsonl")
+    precision = [r for r in rows if r["kind"] == "integrity" and r["check"] == "precision"]
+    assert len(precision) == 1 and precision[0]["status"] in {"pass", "FAIL"}
+    assert "bf16" in precision[0]["detail"] and "fp32" in precision[0]["detail"]
+    assert "error: trainer.amp='fp16'" in tiny_run("trainer.amp=fp16", folder="fp16")[1].stderr
+
+
+def test_cifar_without_data_fails_at_once_and_synthetic_runs(tmp_path):
+    missing = run_app("train.py", "dataset=cifar10", "model=resnet18", f"paths.data_dir={tmp_path / 'nothing'}",
+                      "dataset.download=false", "logger=none", f"hydra.run.dir={tmp_path / 'run'}")
+    assert "CIFAR-10 is not in" in bad(missing) and not (tmp_path / "run").exists()
+    run_dir = tmp_path / "synthetic"
+    result = run_app("train.py", *TINY, "dataset=cifar10", "model=resnet18", "model.width=4", "model.blocks=[1,1,1,1]",
+                     "training=trades", "training.nb_iter=2", "trainer.epochs=1", "attack.pgd.eps=[0.0,0.0313725]",
+                     f"hydra.run.dir={run_dir}")
+    assert result.returncode == 0, result.stderr
+    assert "eps=8/255" in result.stdout
+    rows = [r for r in read(run_dir / "results.jsonl") if r["kind"] == "robustness"]
+    assert {(r["dataset"], r["synthetic"], r["training"], r["beta"]) for r in rows} == {("cifar10", True, "trades", 6.0)}
+
+
+def test_compiled_training_matches_the_plain_run(tiny_run):
+    """trainer.compile=true compiles the training steps; the numbers match eager execution."""
+    compiled, result = tiny_run("trainer.compile=true", "trainer.epochs=1", folder="compiled")
+    assert result.returncode == 0, result.stderr
+    eager, result = tiny_run("trainer.epochs=1", folder="eager")
+    assert result.returncode == 0, result.stderr
+    (a,), (b,) = read(compiled / "metrics.jsonl"), read(eager / "metrics.jsonl")
+    assert a["train_loss"] == pytest.approx(b["train_loss"], rel=1e-4)
+    assert a["test_acc"] == pytest.approx(b["test_acc"], abs=2.0)

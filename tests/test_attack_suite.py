@@ -15,7 +15,7 @@ CPU = torch.device("cpu")
 @pytest.fixture(scope="module")
 def tiny():
     torch.manual_seed(0)
-    classifier = models.build(OmegaConf.create({"name": "2c2f"}), heads.build(OmegaConf.create({"name": "blf", "gamma": 2.0})), 1, 10)
+    classifier = models.build(OmegaConf.create({"name": "2c2f"}), heads.build(OmegaConf.create({"name": "blf", "gamma": 2.0})), (1, 28, 28), 10)
     split = data.load(OmegaConf.create({"name": "mnist", "synthetic": True, "synthetic_train": 8, "synthetic_test": 6, "synthetic_seed": 0})).test
     return classifier.eval(), split
 
@@ -105,7 +105,7 @@ def test_operator_norm_is_the_largest_absolute_row_sum():
         conv.weight.copy_(torch.arange(24, dtype=torch.float32).view(3, 2, 2, 2) - 12)
     # Rows (outputs): |-12..-5| = 68, |-4..3| = 16, |4..11| = 60.
     assert operator_norm.linf_operator_norm(conv.weight) == 68.0
-    model = models.build(OmegaConf.create({"name": "4c3f"}), heads.Identity(), 1, 10)
+    model = models.build(OmegaConf.create({"name": "4c3f"}), heads.Identity(), (1, 28, 28), 10)
     rows = operator_norm.layer_norms(model)
     assert [r["layer_type"] for r in rows] == ["conv"] * 4 + ["linear"] * 3
     assert rows[-1]["operator_norm"] == 0.0  # 4C3F's last layer starts at zero

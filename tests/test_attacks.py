@@ -13,7 +13,7 @@ from blf.errors import ConfigError
 @pytest.fixture(scope="module")
 def classifier():
     torch.manual_seed(0)
-    net = models.build(OmegaConf.create({"name": "2c2f"}), heads.build(OmegaConf.create({"name": "blf", "gamma": 1.0})), 1, 10)
+    net = models.build(OmegaConf.create({"name": "2c2f"}), heads.build(OmegaConf.create({"name": "blf", "gamma": 1.0})), (1, 28, 28), 10)
     return net.eval()
 
 

@@ -34,7 +34,7 @@ def dataset():
 @pytest.fixture(scope="module")
 def honest(dataset):
     torch.manual_seed(0)
-    classifier = models.build(OmegaConf.create({"name": "2c2f"}), heads.Identity(), 1, 10)
+    classifier = models.build(OmegaConf.create({"name": "2c2f"}), heads.Identity(), (1, 28, 28), 10)
     optimizer = torch.optim.Adam(classifier.parameters(), lr=1e-3)
     generator = torch.Generator().manual_seed(0)
     for _ in range(3):

@@ -10,7 +10,7 @@ from blf.errors import ConfigError
 
 
 def build(name, head="identity"):
-    return models.build(OmegaConf.create({"name": name}), heads.build(OmegaConf.create({"name": head, "gamma": 1.0})), 1, 10)
+    return models.build(OmegaConf.create({"name": name}), heads.build(OmegaConf.create({"name": head, "gamma": 1.0})), (1, 28, 28), 10)
 
 
 def layer_shapes(module, kind):

@@ -44,8 +44,7 @@ def configure_cpu(threads: int | None) -> None:
 
 
 def build_classifier(cfg: DictConfig, data: Dataset) -> models.Classifier:
-    channels = data.image_shape[0]
-    classifier = models.build(cfg.model, heads.build(cfg.head), channels, data.num_classes)
+    classifier = models.build(cfg.model, heads.build(cfg.head), data.image_shape, data.num_classes)
     if cfg.trainer.get("channels_last", False):
         # NHWC convolutions and pooling: ~1.7x faster training and ~2x faster PGD for 2C2F on
         # CPU (oneDNN), and the fast layout on GPUs. Inputs need no conversion.

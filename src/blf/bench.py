@@ -9,6 +9,10 @@ Training pipeline (2C2F, MNIST, batch 64, the appendix B.2 optimiser):
   sample) and a torch DataLoader, the common way to write it.
 Targets: pipeline >= 90% of bare steps; pipeline >= 2x faster than the DataLoader loop.
 
+CIFAR-10 (ResNet-18 by default, WRN-34-10 with --cifar-models): images/s of a standard
+training step, a PGD-7 adversarial-training step and PGD-100 evaluation, on whatever device
+runs it (named in the output), in float32 and, on a GPU, bfloat16.
+
 PGD (MNIST, trained 2C2F and 4C3F, the same inputs and random starts for all): our PGD-40
 against advertorch's LinfPGDAttack called plainly (model in eval mode) and inside
 advertorch's ctx_noparamgrad_and_eval, with the robust accuracies side by side
@@ -56,7 +60,7 @@ def sync(device: torch.device) -> None:
 
 def new_model(device, channels_last: bool = True, name: str = "2c2f"):
     torch.manual_seed(0)
-    classifier = models.build(OmegaConf.create({"name": name}), heads.Identity(), 1, 10).to(device)
+    classifier = models.build(OmegaConf.create({"name": name}), heads.Identity(), (1, 28, 28), 10).to(device)
     if channels_last:  # as src/train.py builds it (trainer.channels_last=true)
         classifier = classifier.to(memory_format=torch.channels_last)
     optimizer = torch.optim.SGD(classifier.parameters(), lr=0.01, momentum=0.5, weight_decay=0.01)
@@ -258,13 +262,70 @@ def pgd_speed(mnist: data.Dataset, device, repeats: int) -> dict:
     return out
 
 
+def cifar_speed(device, name: str, amp: str, rounds: int) -> dict:
+    """Training and attack throughput of a CIFAR-10 network on random CIFAR-shaped batches:
+    a standard SGD step, a PGD-7 adversarial-training step (section 5.1) and PGD-100
+    evaluation, under the precision policy `amp`."""
+    from . import precision
+    from .attacks import pgd
+
+    gpu = device.type == "cuda"
+    batch = 128 if gpu else 32  # the paper's batch on a GPU; fewer images keep a CPU run to minutes
+    steps = 20 if gpu else 2
+    torch.manual_seed(0)
+    classifier = models.build(OmegaConf.create({"name": name}), heads.Identity(), (3, 32, 32), 10).to(device)
+    classifier = classifier.to(memory_format=torch.channels_last)
+    optimizer = torch.optim.SGD(classifier.parameters(), lr=0.1, momentum=0.9, weight_decay=5e-4)
+    x = torch.rand(batch, 3, 32, 32, device=device)
+    y = torch.randint(10, (batch,), device=device)
+    modes = {"standard_step": training.Standard(), "pgd7_at_step": training.PGDAdversarial(8 / 255, 7, 2 / 255)}
+
+    def step_rate(mode) -> float:
+        classifier.train()
+        with precision.autocast(device, amp):
+            mode.loss(classifier, x, y, Regularizer())[0].backward()  # warm-up (and compilation caches)
+            sync(device)
+            begin = time.perf_counter()
+            for _ in range(steps):
+                loss, _ = mode.loss(classifier, x, y, Regularizer())
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+            sync(device)
+        return batch * steps / (time.perf_counter() - begin)
+
+    def pgd100_rate() -> float:
+        with models.frozen(classifier), precision.autocast(device, amp):
+            sync(device)
+            begin = time.perf_counter()
+            pgd(classifier, x, y, eps=8 / 255, nb_iter=100, eps_iter=2 / 255)
+            sync(device)
+        return batch / (time.perf_counter() - begin)
+
+    runs = interleaved({"standard_step": lambda: step_rate(modes["standard_step"]),
+                        "pgd7_at_step": lambda: step_rate(modes["pgd7_at_step"]),
+                        "pgd100_eval": pgd100_rate}, rounds)
+    rate = {k: statistics.median(v) for k, v in runs.items()}
+    out = {"model": name, "amp": amp, "batch": batch, "images_per_s": rate,
+           "epoch_seconds_estimate": {k: 50000 / rate[k] for k in ("standard_step", "pgd7_at_step")},
+           "pgd100_seconds_per_10k_test_images": 10000 / rate["pgd100_eval"]}
+    print(f"CIFAR-10 {name}, batch {batch}, {amp}, on {device}:")
+    print(f"  standard training step  {rate['standard_step']:9.1f} img/s  ({50000 / rate['standard_step']:.0f} s per 50k-image epoch)")
+    print(f"  PGD-7 AT training step  {rate['pgd7_at_step']:9.1f} img/s  ({50000 / rate['pgd7_at_step']:.0f} s per epoch)")
+    print(f"  PGD-100 evaluation      {rate['pgd100_eval']:9.1f} img/s  ({10000 / rate['pgd100_eval']:.0f} s per 10k test images)")
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, default=Path("bench/latest.json"))
     parser.add_argument("--data-dir", type=Path, default=Path("data"))
     parser.add_argument("--repeats", type=int, default=3, help="interleaved rounds")
     parser.add_argument("--device", default="auto")
-    parser.add_argument("--only", nargs="*", choices=["training", "pgd"], default=["training", "pgd"])
+    parser.add_argument("--only", nargs="*", choices=["training", "pgd", "cifar"], default=["training", "pgd", "cifar"])
+    parser.add_argument("--cifar-models", nargs="*", default=["resnet18"], choices=["resnet18", "wrn34_10"])
+    parser.add_argument("--amp", nargs="*", default=None, choices=["fp32", "bf16"],
+                        help="precision policies for the CIFAR section (default: fp32, plus bf16 on a GPU)")
     args = parser.parse_args(argv)
     keep_freed_memory()  # as the apps do
     device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else
@@ -276,6 +337,9 @@ def main(argv: list[str] | None = None) -> int:
         result["training_2c2f_mnist_batch64"] = training_pipeline(mnist.train.to(device), args.data_dir, device, args.repeats)
     if "pgd" in args.only:
         result["pgd_mnist"] = pgd_speed(mnist, device, args.repeats)
+    if "cifar" in args.only:
+        amps = args.amp or (["fp32", "bf16"] if device.type == "cuda" else ["fp32"])
+        result["cifar10"] = [cifar_speed(device, name, amp, args.repeats) for name in args.cifar_models for amp in amps]
     storage.write_text(args.out, json.dumps(result, indent=2) + "\n")
     print(f"written: {args.out}")
     return 0

@@ -242,4 +242,66 @@ def _idx_labels(labels: np.ndarray) -> bytes:
     return struct.pack(">II", 2049, labels.shape[0]) + labels.astype(np.uint8).tobytes()
 
 
-LOADERS = {"mnist": mnist}
+# --- CIFAR-10 ----------------------------------------------------------------------------
+
+
+def cifar10(root: Path, download: bool) -> tuple[Split, Split]:
+    """CIFAR-10 through torchvision: from `root/cifar-10-batches-py`, downloading it if allowed."""
+    import torchvision
+
+    def load(train: bool) -> Split:
+        dataset = torchvision.datasets.CIFAR10(str(root), train=train, download=download)
+        images = torch.from_numpy(dataset.data).permute(0, 3, 1, 2).contiguous()  # N x 3 x 32 x 32 uint8
+        return Split(images, torch.tensor(dataset.targets, dtype=torch.long))
+
+    try:
+        return load(True), load(False)
+    except Exception as error:  # noqa: BLE001 - torchvision raises URLError, RuntimeError, OSError ...
+        reason = f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"
+        raise DataError(
+            f"CIFAR-10 is not in {root}/cifar-10-batches-py and could not be "
+            f"{'downloaded' if download else 'loaded (dataset.download=false)'} ({reason}).\n"
+            "Fix: run where https://www.cs.toronto.edu is reachable (torchvision downloads it), or copy "
+            f"the extracted 'CIFAR-10 python version' into {root}/cifar-10-batches-py, or set dataset.root; "
+            "dataset.synthetic=true runs on random CIFAR-shaped data instead."
+        ) from None
+
+
+LOADERS = {"mnist": mnist, "cifar10": cifar10}
+
+
+class Augmentation:
+    """Random crop (zero padding) and horizontal flip on a batch of tensors, on its device.
+
+    The standard CIFAR-10 augmentation (kuangliu/pytorch-cifar, TRADES), done for the whole
+    batch at once instead of per sample with PIL. Randomness comes from its own generator,
+    whose state the checkpoints keep.
+    """
+
+    def __init__(self, padding: int, flip: bool, device: torch.device, seed: int):
+        self.padding = C.integer("dataset.augment.crop_padding", padding, ge=0)
+        self.flip = bool(flip)
+        self.generator = torch.Generator(device=device).manual_seed(seed)
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        n, _, h, w = x.shape
+        if self.padding:
+            p = self.padding
+            padded = torch.nn.functional.pad(x, (p, p, p, p))
+            dy = torch.randint(0, 2 * p + 1, (n, 1, 1), device=x.device, generator=self.generator)
+            dx = torch.randint(0, 2 * p + 1, (n, 1, 1), device=x.device, generator=self.generator)
+            rows = (dy + torch.arange(h, device=x.device).view(1, h, 1)).expand(n, h, w)
+            cols = (dx + torch.arange(w, device=x.device).view(1, 1, w)).expand(n, h, w)
+            batch = torch.arange(n, device=x.device).view(n, 1, 1).expand(n, h, w)
+            x = padded.permute(0, 2, 3, 1)[batch, rows, cols].permute(0, 3, 1, 2)
+        if self.flip:
+            flip = torch.rand(n, device=x.device, generator=self.generator) < 0.5
+            x = torch.where(flip.view(n, 1, 1, 1), x.flip(3), x)
+        return x.contiguous()
+
+
+def augmentation(cfg: DictConfig, device: torch.device, seed: int) -> Augmentation | None:
+    spec = cfg.get("augment")
+    if not spec:
+        return None
+    return Augmentation(spec.get("crop_padding", 0), spec.get("flip", False), device, seed)

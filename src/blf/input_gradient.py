@@ -7,7 +7,7 @@ gradient (a transposed convolution) is computed here as one matrix product follo
 kernel-size many shifted additions, ~3x faster.
 
 The fast path is taken only inside `fast_input_gradients()` (our attacks enter it), only on
-the CPU, and only for stride 1, dilation 1, one group and zero padding; otherwise, and for the
+the CPU in float32, and only for stride 1, dilation 1, one group and zero padding; otherwise, and for the
 weight and bias gradients, PyTorch's own kernels run. Results equal PyTorch's up to float
 rounding (tests compare them).
 """
@@ -87,6 +87,7 @@ class ImageConv2d(nn.Conv2d):
             _ENABLED.get()
             and x.requires_grad
             and x.device.type == "cpu"
+            and not torch.is_autocast_enabled("cpu")  # its kernels are float32
             and self.stride == (1, 1)
             and self.dilation == (1, 1)
             and self.groups == 1

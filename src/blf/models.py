@@ -14,11 +14,15 @@ from torch import nn
 from . import config as C
 from .heads import Head
 from .input_gradient import ImageConv2d
+from .resnet import ResNet18
+from .wide_resnet import WideResNet
 
 
 class TwoConvTwoFC(nn.Module):
     """2C2F: conv5x5(10) -> maxpool2 -> ReLU -> conv5x5(20) -> maxpool2 -> ReLU -> FC 320x50 ->
     ReLU -> dropout 0.5 -> FC 50x10. PyTorch's default initialisation."""
+
+    image_size = (28, 28)
 
     def __init__(self, in_channels: int = 1, num_classes: int = 10):
         super().__init__()
@@ -49,6 +53,8 @@ class FourConvThreeFC(nn.Module):
     PyTorch's default initialisation except the last layer, whose weight and bias start at zero
     (appendix B.2).
     """
+
+    image_size = (28, 28)
 
     def __init__(self, in_channels: int = 1, num_classes: int = 10):
         super().__init__()
@@ -108,12 +114,25 @@ class Classifier(nn.Module):
 NETWORKS = {
     "2c2f": TwoConvTwoFC,
     "4c3f": FourConvThreeFC,
+    "resnet18": ResNet18,
+    "wrn34_10": WideResNet,
 }
 
 
-def build(cfg: DictConfig, head: Head, in_channels: int, num_classes: int) -> Classifier:
+def build(cfg: DictConfig, head: Head, image_shape, num_classes: int) -> Classifier:
+    """The network named by `cfg.name` for images of `image_shape` (C, H, W), under `head`."""
     name = C.choice("model", cfg.name, NETWORKS)
-    network = NETWORKS[name](in_channels=in_channels, num_classes=num_classes)
+    kind = NETWORKS[name]
+    if tuple(image_shape[1:]) != kind.image_size:
+        fitting = ", ".join(n for n, k in NETWORKS.items() if k.image_size == tuple(image_shape[1:]))
+        raise C.ConfigError(
+            f"model={name} takes {kind.image_size[0]}x{kind.image_size[1]} images, the dataset has "
+            f"{image_shape[1]}x{image_shape[2]}; allowed models for it: {fitting}"
+        )
+    if hasattr(kind, "from_config"):
+        network = kind.from_config(cfg, image_shape[0], num_classes)
+    else:
+        network = kind(in_channels=image_shape[0], num_classes=num_classes)
     return Classifier(network, head)
 
 

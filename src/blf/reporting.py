@@ -18,6 +18,13 @@ def varying(df: pd.DataFrame, columns: Sequence[str] = IDENTITY) -> list[str]:
     return [c for c in columns if c in df and df[c].astype(str).nunique() > 1]
 
 
+def eps_label(eps: float, df: pd.DataFrame) -> str:
+    """CIFAR-10 budgets read as multiples of 1/255 (the paper's notation), MNIST's as decimals."""
+    if "dataset" in df and set(df["dataset"]) == {"cifar10"} and abs(eps * 255 - round(eps * 255)) < 1e-4:
+        return f"eps={round(eps * 255)}/255"
+    return f"eps={eps:g}"
+
+
 def accuracy_table(rows: Sequence[dict] | pd.DataFrame, decimals: int = 1) -> str:
     """Accuracy (%) with one column per eps and one row per (varying identity, attack)."""
     df = rows if isinstance(rows, pd.DataFrame) else frame(rows)
@@ -29,9 +36,9 @@ def accuracy_table(rows: Sequence[dict] | pd.DataFrame, decimals: int = 1) -> st
     index = [*varying(df), "attack"]
     # Missing values (gamma of the identity head, ...) would make pandas drop those rows.
     df = df.assign(**{c: df[c].astype(object).where(df[c].notna(), "-") for c in index})
-    table = df.assign(eps=df["eps"].round(4)).pivot_table(index=index, columns="eps", values="accuracy", aggfunc="mean", dropna=False)
+    table = df.assign(eps=df["eps"].round(8)).pivot_table(index=index, columns="eps", values="accuracy", aggfunc="mean", dropna=False)
     table = table.dropna(how="all")
-    table.columns = [f"eps={c:g}" for c in table.columns]
+    table.columns = [eps_label(c, df) for c in table.columns]
     return table.round(decimals).to_string(na_rep="")
 
 

@@ -17,7 +17,8 @@ from dataclasses import dataclass, field
 import torch
 from tqdm.auto import tqdm
 
-from .data import Dataset, Split
+from . import precision
+from .data import Augmentation, Dataset, Split
 from .errors import NonFiniteLossError
 from .evaluation import clean_accuracy
 from .models import Classifier
@@ -38,16 +39,20 @@ class Progress:
     history: list[dict] = field(default_factory=list)
 
 
-def rng_state(generator: torch.Generator) -> dict:
+def rng_state(generator: torch.Generator, augment: Augmentation | None) -> dict:
     state = {"torch": torch.get_rng_state(), "shuffle": generator.get_state()}
+    if augment is not None:
+        state["augment"] = augment.generator.get_state()
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
 
 
-def set_rng_state(state: dict, generator: torch.Generator) -> None:
+def set_rng_state(state: dict, generator: torch.Generator, augment: Augmentation | None) -> None:
     torch.set_rng_state(state["torch"])
     generator.set_state(state["shuffle"])
+    if augment is not None and "augment" in state:
+        augment.generator.set_state(state["augment"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
 
@@ -62,6 +67,7 @@ def train_epoch(
     batch_size: int,
     generator: torch.Generator,
     device: torch.device,
+    augment: Augmentation | None = None,
     desc: str = "train",
     progress: bool = True,
 ) -> tuple[float, float]:
@@ -76,6 +82,8 @@ def train_epoch(
     correct = torch.zeros((), dtype=torch.long, device=device)
     for start in tqdm(range(0, len(split), batch_size), desc=desc, disable=not progress, leave=False):
         x, y = split.batch(order[start : start + batch_size], device)
+        if augment is not None:
+            x = augment(x)
         loss, logits = mode.loss(classifier, x, y, regularizer)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -100,9 +108,17 @@ def fit(
     config: dict,
     device: torch.device,
     tracker: Tracker,
+    augment: Augmentation | None = None,
+    amp=None,
+    compile: bool = False,
     progress: bool = True,
 ) -> Progress:
-    """Train for `epochs` epochs (resuming if the workspace has a checkpoint)."""
+    """Train for `epochs` epochs (resuming if the workspace has a checkpoint).
+
+    With `compile`, the training steps run a torch.compile'd view of the classifier (same
+    parameters); evaluation stays eager, so attacks with their many batch shapes and modes do
+    not trigger recompilations."""
+    stepper = torch.compile(classifier) if compile else classifier
     generator = torch.Generator().manual_seed(seed)
     state = Progress()
     hydra_files = workspace.hydra_files()
@@ -113,7 +129,7 @@ def fit(
         classifier.load_state_dict(saved["model"])
         optimizer.load_state_dict(saved["optimizer"])
         scheduler.load_state_dict(saved["scheduler"])
-        set_rng_state(saved["rng"], generator)
+        set_rng_state(saved["rng"], generator, augment)
         state = Progress(saved["epoch"], saved["best_epoch"], saved["best_accuracy"], list(saved["history"]))
         if state.epoch < epochs:
             log.info("resuming %s after epoch %d/%d", workspace.root, state.epoch, epochs)
@@ -121,18 +137,20 @@ def fit(
     for epoch in range(state.epoch + 1, epochs + 1):
         start = time.perf_counter()
         lr = optimizer.param_groups[0]["lr"]
-        train_loss, train_acc = train_epoch(
-            classifier,
-            data.train,
-            mode,
-            regularizer,
-            optimizer,
-            batch_size=batch_size,
-            generator=generator,
-            device=device,
-            desc=f"epoch {epoch}/{epochs}",
-            progress=progress,
-        )
+        with precision.autocast(device, amp):
+            train_loss, train_acc = train_epoch(
+                stepper,
+                data.train,
+                mode,
+                regularizer,
+                optimizer,
+                batch_size=batch_size,
+                generator=generator,
+                device=device,
+                augment=augment,
+                desc=f"epoch {epoch}/{epochs}",
+                progress=progress,
+            )
         seconds = time.perf_counter() - start
         if not math.isfinite(train_loss):
             raise NonFiniteLossError(
@@ -141,7 +159,8 @@ def fit(
                 "Lower optim.lr or the regularizer strength, or change the seed."
             )
         scheduler.step()
-        test_acc = clean_accuracy(classifier, data.test, batch_size=1000, device=device)
+        with precision.autocast(device, amp):
+            test_acc = clean_accuracy(classifier, data.test, batch_size=1000, device=device)
         row = {
             "epoch": epoch,
             "train_loss": train_loss,
@@ -163,7 +182,7 @@ def fit(
                 "model": classifier.state_dict(),
                 "optimizer": optimizer.state_dict(),
                 "scheduler": scheduler.state_dict(),
-                "rng": rng_state(generator),
+                "rng": rng_state(generator, augment),
                 "epoch": epoch,
                 "best_epoch": state.best_epoch,
                 "best_accuracy": state.best_accuracy,

@@ -1,0 +1,142 @@
+"""CIFAR-10 on the CPU with CIFAR-shaped synthetic data and shrunken networks: every model x
+head x training mode composes, trains and evaluates; TRADES and the augmentation behave."""
+
+import urllib.error
+
+import pytest
+import torch
+import torchvision
+from omegaconf import OmegaConf
+
+from blf import app, data, evaluation, heads, models, training, trainer
+from blf.errors import ConfigError, DataError
+from blf.regularizers import Regularizer
+from conftest import compose_config
+
+CPU = torch.device("cpu")
+TINY_NETS = {
+    "resnet18": ["model.width=4", "model.blocks=[1,1,1,1]"],
+    "wrn34_10": ["model.depth=10", "model.widen_factor=1"],
+}
+HEADS = ["identity", "tanh", "sigmoid", "blf", "lblf", "sine", "single_wave"]
+
+
+def tiny_cfg(model, head="identity", mode="standard", *extra):
+    return compose_config(overrides=[
+        "dataset=cifar10", f"model={model}", f"head={head}", f"training={mode}", *TINY_NETS[model],
+        "dataset.synthetic=true", "dataset.synthetic_train=32", "dataset.synthetic_test=8",
+        "training.nb_iter=2" if mode != "standard" else "seed=0", *extra,
+    ])
+
+
+def test_cifar_threat_model_and_recipes():
+    cfg = compose_config(overrides=["dataset=cifar10", "model=resnet18", "training=pgd_at"])
+    assert cfg.training.eps == pytest.approx(8 / 255) and cfg.training.nb_iter == 7
+    assert cfg.training.eps_iter == pytest.approx(2 / 255)
+    assert cfg.attack.pgd.nb_iter == 100 and cfg.attack.pgd.eps_iter == pytest.approx(2 / 255)
+    assert [round(e * 255) for e in cfg.attack.pgd.eps] == list(range(0, 21, 2))
+    assert (cfg.trainer.epochs, cfg.trainer.batch_size, cfg.optim.lr, cfg.optim.momentum) == (120, 128, 0.1, 0.9)
+    assert cfg.optim.weight_decay == 5e-4 and list(cfg.scheduler.milestones) == [50, 100]
+    assert list(compose_config(overrides=["dataset=cifar10", "model=wrn34_10", "training=trades"]).scheduler.milestones) == [75, 100]
+    standard = compose_config(overrides=["dataset=cifar10", "model=resnet18"])
+    assert standard.trainer.epochs == 350 and list(standard.scheduler.milestones) == [150, 250]
+    trades = compose_config(overrides=["dataset=cifar10", "training=trades", "model=resnet18"]).training
+    assert (trades.nb_iter, trades.eps_iter, trades.beta) == (10, pytest.approx(2 / 255), 6.0)
+    mnist_trades = compose_config(overrides=["training=trades"]).training
+    assert (mnist_trades.eps, mnist_trades.nb_iter, mnist_trades.eps_iter) == (0.3, 40, 0.01)
+
+
+@pytest.mark.parametrize("model", sorted(TINY_NETS))
+@pytest.mark.parametrize("head", HEADS)
+@pytest.mark.parametrize("mode", ["standard", "pgd_at", "trades"])
+def test_every_cifar_configuration_trains_and_evaluates(model, head, mode):
+    cfg = tiny_cfg(model, head, mode, "attack.pgd.nb_iter=1", "attack.pgd.eps=[0.0,0.03]")
+    dataset = data.load(cfg.dataset)
+    regularizer, mode_obj, attacks = app.build_parts(cfg, dataset.num_classes)
+    torch.manual_seed(0)
+    classifier = app.build_classifier(cfg, dataset)
+    optimizer, _ = app.build_optimizer(cfg, classifier)
+    augment = data.augmentation(cfg.dataset, CPU, 0)
+    loss, _ = trainer.train_epoch(classifier, dataset.train, mode_obj, regularizer, optimizer, batch_size=16,
+                                  generator=torch.Generator().manual_seed(0), device=CPU, augment=augment, progress=False)
+    assert torch.isfinite(torch.tensor(loss))
+    norms, outcomes = evaluation.evaluate(classifier, dataset.test, attacks, seed=0, batch_size=8, device=CPU,
+                                          num_classes=10, progress=False)
+    assert [row["eps"] for row, _ in outcomes] == [0.0, 0.03] and norms["logit_l2"] >= 0
+
+
+def test_networks_have_the_paper_shapes():
+    rn18 = models.build(OmegaConf.create({"name": "resnet18"}), heads.Identity(), (3, 32, 32), 10).network
+    assert sum(p.numel() for p in rn18.parameters()) == 11_173_962  # the usual CIFAR ResNet-18
+    wrn = models.build(OmegaConf.create({"name": "wrn34_10"}), heads.Identity(), (3, 32, 32), 10).network
+    assert sum(p.numel() for p in wrn.parameters()) == 46_160_474  # TRADES' WRN-34-10 (without its unused block)
+    assert wrn.fc.in_features == 640 and len(wrn.blocks) == 15
+
+
+def test_models_refuse_the_wrong_image_size():
+    with pytest.raises(ConfigError, match="model=2c2f takes 28x28 images.*allowed models for it: resnet18, wrn34_10"):
+        models.build(OmegaConf.create({"name": "2c2f"}), heads.Identity(), (3, 32, 32), 10)
+    with pytest.raises(ConfigError, match="model.depth=12"):
+        models.build(OmegaConf.create({"name": "wrn34_10", "depth": 12}), heads.Identity(), (3, 32, 32), 10)
+
+
+def test_missing_cifar_says_what_to_do(tmp_path, monkeypatch):
+    def offline(*args, **kwargs):
+        raise urllib.error.URLError("no route to host")
+
+    monkeypatch.setattr(torchvision.datasets, "CIFAR10", offline)
+    with pytest.raises(DataError) as error:
+        data.load(OmegaConf.create({"name": "cifar10", "root": str(tmp_path), "download": True}))
+    message = str(error.value)
+    assert str(tmp_path) in message and "cifar-10-batches-py" in message and "dataset.synthetic=true" in message
+
+
+def test_augmentation_crops_and_flips_on_tensors():
+    x = torch.arange(2 * 3 * 32 * 32, dtype=torch.float32).view(2, 3, 32, 32)
+    same = data.Augmentation(4, True, CPU, seed=1)(x)
+    again = data.Augmentation(4, True, CPU, seed=1)(x)
+    assert same.shape == x.shape and torch.equal(same, again)
+    padded = torch.nn.functional.pad(x, (4, 4, 4, 4))
+    for i in range(2):  # each output is a 32x32 window of the padded image, possibly mirrored
+        windows = [padded[i, :, dy:dy + 32, dx:dx + 32] for dy in range(9) for dx in range(9)]
+        assert any(torch.equal(same[i], w) or torch.equal(same[i], w.flip(2)) for w in windows)
+    outputs = {tuple(data.Augmentation(4, True, CPU, seed=s)(x)[0, 0, 10, :3].tolist()) for s in range(8)}
+    assert len(outputs) > 1
+
+
+class TestTrades:
+    @pytest.fixture
+    def setup(self):
+        torch.manual_seed(0)
+        classifier = models.build(OmegaConf.create({"name": "2c2f"}), heads.build(OmegaConf.create({"name": "blf", "gamma": 1.0})), (1, 28, 28), 10)
+        x = torch.rand(8, 1, 28, 28)
+        y = torch.randint(10, (8,))
+        return classifier, x, y
+
+    def test_inner_maximisation_increases_the_kl(self, setup):
+        classifier, x, y = setup
+        mode = training.TRADES(beta=6.0, eps=0.3, nb_iter=10, eps_iter=0.03)
+        classifier.eval()
+        with torch.no_grad():
+            clean = torch.softmax(classifier(x), 1)
+            torch.manual_seed(1)
+            start = x + 0.001 * torch.randn_like(x)
+            kl_start = training.kl_to_clean(classifier(start), clean)
+        torch.manual_seed(1)
+        x_adv = mode.adversarial(classifier, x, y)
+        with torch.no_grad():
+            assert training.kl_to_clean(classifier(x_adv), clean) > 10 * kl_start
+        assert float((x_adv - x).abs().max()) <= 0.3 + 1e-6 and 0 <= float(x_adv.min()) and float(x_adv.max()) <= 1
+
+    def test_beta_zero_is_the_clean_objective(self, setup):
+        classifier, x, y = setup
+        classifier.eval()  # no dropout, so the two forward passes agree
+        loss, logits = training.TRADES(beta=0.0, eps=0.3, nb_iter=2, eps_iter=0.03).loss(classifier, x, y, Regularizer())
+        assert torch.allclose(loss, torch.nn.functional.cross_entropy(classifier(x), y))
+        positive, _ = training.TRADES(beta=6.0, eps=0.3, nb_iter=2, eps_iter=0.03).loss(classifier, x, y, Regularizer())
+        assert positive > loss
+
+    def test_beta_is_validated_and_recorded(self):
+        with pytest.raises(ConfigError, match="training.beta"):
+            training.TRADES(beta=-1, eps=0.3, nb_iter=1, eps_iter=0.01)
+        assert training.TRADES(beta=9, eps=0.3, nb_iter=1, eps_iter=0.01).describe() == {"training": "trades", "beta": 9.0}
