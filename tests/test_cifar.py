@@ -140,3 +140,29 @@ class TestTrades:
         with pytest.raises(ConfigError, match="training.beta"):
             training.TRADES(beta=-1, eps=0.3, nb_iter=1, eps_iter=0.01)
         assert training.TRADES(beta=9, eps=0.3, nb_iter=1, eps_iter=0.01).describe() == {"training": "trades", "beta": 9.0}
+
+
+def test_real_cifar_files_become_uint8_tensors(tmp_path, monkeypatch):
+    """The loader on files in CIFAR-10's own format (fake contents: the real set needs the internet)."""
+    import pickle
+
+    import numpy as np
+
+    folder = tmp_path / "cifar-10-batches-py"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    batches = {name: rng.integers(0, 256, (4, 3072), dtype=np.uint8) for name in
+               ["data_batch_1", "data_batch_2", "data_batch_3", "data_batch_4", "data_batch_5", "test_batch"]}
+    for name, pixels in batches.items():
+        with open(folder / name, "wb") as handle:
+            pickle.dump({"data": pixels, "labels": [1, 2, 3, 4]}, handle)
+    with open(folder / "batches.meta", "wb") as handle:
+        pickle.dump({"label_names": [str(i) for i in range(10)]}, handle)
+    monkeypatch.setattr(torchvision.datasets.CIFAR10, "_check_integrity", lambda self: True)
+    monkeypatch.setattr(torchvision.datasets.cifar, "check_integrity", lambda *args: True)  # fake files, fake MD5s
+    dataset = data.load(OmegaConf.create({"name": "cifar10", "root": str(tmp_path), "download": False}))
+    assert dataset.train.images.shape == (20, 3, 32, 32) and dataset.train.images.dtype == torch.uint8
+    assert dataset.test.labels.tolist() == [1, 2, 3, 4]
+    # Row-major CIFAR layout: 1024 red values, then green, then blue.
+    first = torch.from_numpy(batches["data_batch_1"][0].reshape(3, 32, 32))
+    assert torch.equal(dataset.train.images[0], first)
