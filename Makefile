@@ -7,19 +7,26 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 export PYTHONPATH := src
 export WANDB_MODE ?= offline
+# Reproduction targets: PROFILE=paper (default) or smoke; LAUNCHER=basic|joblib|submitit_local|slurm.
+PROFILE ?= paper
+LAUNCHER ?= basic
+JOBS ?= 2
+STUDY = $(PY) -m blf.study --profile $(PROFILE) --launcher $(LAUNCHER) --jobs $(JOBS)
 
 .DEFAULT_GOAL := help
-.PHONY: help install demo test test-all bench fig2 wandb-sync lint clean-results
+.PHONY: help install demo test test-all bench fig1 fig2 fig3 fig4 fig5 fig7 table1 table2 table3 table4 table5 \
+	paper wandb-sync lint
 
 help: ## List the targets
 	@grep -hE '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
 
 install: $(STAMP) ## Create .venv from requirements.txt (once; again only if requirements.txt changes)
 
-$(STAMP): requirements.txt
+$(STAMP): requirements.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install --quiet --upgrade pip
 	$(VENV)/bin/pip install --quiet -r requirements.txt
+	$(VENV)/bin/pip install --quiet --no-deps --no-build-isolation -e .
 	touch $(STAMP)
 
 demo: install ## MNIST: train 2C2F baseline and 2C2F+BLF, PGD over the eps grid, table + plot in results/demo/
@@ -35,8 +42,40 @@ test-all: install ## All tests, including those marked slow
 bench: install ## Throughput benchmarks; writes bench/latest.json
 	$(PY) -m blf.bench --out bench/latest.json
 
+fig1: install ## Fig. 1: logit/pre-logit norms vs PGD accuracy, ResNet-18 CIFAR-10 -> results/fig1/$(PROFILE)/
+	$(STUDY) fig1
+
 fig2: install ## Fig. 2: BLF vs tanh with the extrema of Theorem 3 -> results/fig2/
 	$(PY) -m blf.figures fig2 results/fig2
+
+fig3: install ## Fig. 3: MNIST 2C2F/4C3F under PGD, ST and AT, 5 seeds -> results/fig3/$(PROFILE)/
+	$(STUDY) fig3
+
+fig4: install ## Fig. 4: CIFAR-10 ResNet-18/WRN-34-10 under PGD, ST and AT, 3 seeds -> results/fig4/$(PROFILE)/
+	$(STUDY) fig4
+
+fig5: install ## Fig. 5: BLF under PGD vs tanh-surrogate PGD, ResNet-18 -> results/fig5/$(PROFILE)/
+	$(STUDY) fig5
+
+fig7: install ## Fig. 7: sine and single-wave heads vs BLF -> results/fig7/$(PROFILE)/
+	$(STUDY) fig7
+
+table1: install ## Table 1: accuracy under SPSA -> results/table1/$(PROFILE)/
+	$(STUDY) table1
+
+table2: install ## Table 2: accuracy under Square Attack -> results/table2/$(PROFILE)/
+	$(STUDY) table2
+
+table3: install ## Table 3: L-inf operator norms of ResNet-18's convolutions -> results/table3/$(PROFILE)/
+	$(STUDY) table3
+
+table4: install ## Table 4: accuracy under APGD-CE and APGD-T -> results/table4/$(PROFILE)/
+	$(STUDY) table4
+
+table5: install ## Table 5 / Figs. 8-16: input loss surfaces of ResNet-18 -> results/table5/$(PROFILE)/
+	$(STUDY) table5
+
+paper: fig1 fig2 fig3 fig4 fig5 fig7 table1 table2 table3 table4 table5 ## Every figure and table
 
 wandb-sync: install ## Upload offline W&B runs found under multirun/ and outputs/
 	@find multirun outputs -type d -name 'offline-run-*' 2>/dev/null | xargs -r $(VENV)/bin/wandb sync

@@ -38,7 +38,8 @@ def compose_config(config_name: str = "train", overrides: list[str] | tuple = ()
 
 def run_app(script: str, *args: str, env: dict | None = None, timeout: int = 600) -> subprocess.CompletedProcess:
     """Run src/<script> as a user would, from the repository root."""
-    environment = {**os.environ, "WANDB_MODE": "disabled", "PYTHONHASHSEED": "0", **(env or {})}
+    environment = {**os.environ, "WANDB_MODE": "disabled", "PYTHONHASHSEED": "0", "PYTHONPATH": str(REPO / "src"),
+                   **(env or {})}
     return subprocess.run(
         [sys.executable, str(REPO / "src" / script), *args],
         cwd=REPO,

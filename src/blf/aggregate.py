@@ -1,9 +1,11 @@
-"""Collect the records of many runs into one frame, and derive tables and figures from it.
+"""Collect the records of every run below a sweep folder into one pandas frame.
 
     python -m blf.aggregate <sweep folder> <output folder> [--title TEXT]
 
-reads every `results.jsonl` below the sweep folder, writes `records.csv`, `accuracy.md` and
-`accuracy_vs_eps.png/.pdf` into the output folder, and prints the accuracy table.
+writes `records.csv` (every record of every run), `jobs.csv` (one line per run folder: its
+overrides, epochs done, and whether it finished), `accuracy.md` and `accuracy_vs_eps.png/.pdf`
+into the output folder, and prints the accuracy table. Unfinished or failed runs are reported,
+never fatal.
 """
 
 from __future__ import annotations
@@ -13,23 +15,57 @@ import sys
 from pathlib import Path
 
 import pandas as pd
+import yaml
 
 from . import figures, reporting, storage
 from .errors import BLFError
 
 
-def collect(sweep: Path) -> tuple[pd.DataFrame, list[Path]]:
-    """(every record below `sweep`, run folders without records)."""
+def run_folders(sweep: Path) -> list[Path]:
+    return sorted(p.parent.parent for p in Path(sweep).rglob(".hydra/config.yaml"))
+
+
+def job_status(run: Path) -> dict:
+    """What a run folder holds: its overrides, the epochs done, and whether it is complete."""
+    overrides_file = run / ".hydra" / "overrides.yaml"
+    overrides = yaml.safe_load(overrides_file.read_text()) if overrides_file.is_file() else []
+    metrics = storage.read_jsonl(run / "metrics.jsonl")
+    results = storage.read_jsonl(run / "results.jsonl")
+    config = yaml.safe_load((run / ".hydra" / "config.yaml").read_text()) or {}
+    target = config.get("trainer", {}).get("epochs")
+    done = len(metrics)
+    has_results = any(r.get("kind") == "robustness" for r in results)
+    status = "complete" if has_results else ("training" if (run / "checkpoints" / "last.pt").is_file() else "not started or failed")
+    return {"run_dir": str(run), "overrides": " ".join(overrides or []), "epochs_done": done,
+            "epochs": target if isinstance(target, int) else None, "status": status}
+
+
+def collect(sweep: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(every record below `sweep`, one status line per run folder)."""
     sweep = Path(sweep)
     if not sweep.is_dir():
-        raise BLFError(f"sweep folder {sweep} does not exist; allowed: a folder holding run folders (multirun/<experiment>)")
-    rows, incomplete = [], []
-    for run in sorted(p.parent.parent for p in sweep.rglob(".hydra/config.yaml")):
-        found = storage.read_jsonl(run / "results.jsonl")
-        if not found:
-            incomplete.append(run)
-        rows.extend(found)
-    return pd.DataFrame(rows), incomplete
+        raise BLFError(f"sweep folder {sweep} does not exist; allowed: a folder holding run folders (multirun/<experiment>/<profile>)")
+    rows, jobs = [], []
+    for run in run_folders(sweep):
+        jobs.append(job_status(run))
+        rows.extend(storage.read_jsonl(run / "results.jsonl"))
+    return pd.DataFrame(rows), pd.DataFrame(jobs)
+
+
+def report_jobs(jobs: pd.DataFrame) -> str:
+    if jobs.empty:
+        return "no run folders"
+    counts = jobs["status"].value_counts().to_dict()
+    lines = [f"{len(jobs)} runs: " + ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))]
+    for _, job in jobs[jobs["status"] != "complete"].iterrows():
+        lines.append(f"  warning: {job['status']}: {job['run_dir']} ({job['epochs_done']} of {job['epochs']} epochs)")
+    return "\n".join(lines)
+
+
+def write(df: pd.DataFrame, jobs: pd.DataFrame, out: Path) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    storage.write_text(out / "records.csv", df.to_csv(index=False))
+    storage.write_text(out / "jobs.csv", jobs.to_csv(index=False))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -39,17 +75,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--title", default="")
     args = parser.parse_args(argv)
     try:
-        df, incomplete = collect(args.sweep)
+        df, jobs = collect(args.sweep)
     except BLFError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    for run in incomplete:
-        print(f"warning: {run} has no records (unfinished or failed run)", file=sys.stderr)
+    print(report_jobs(jobs), file=sys.stderr)
     if df.empty:
         print(f"error: no records below {args.sweep}", file=sys.stderr)
         return 2
-    args.out.mkdir(parents=True, exist_ok=True)
-    storage.write_text(args.out / "records.csv", df.to_csv(index=False))
+    write(df, jobs, args.out)
     table = reporting.accuracy_table(df)
     storage.write_text(args.out / "accuracy.md", table + "\n")
     figures.accuracy_vs_eps(df, args.out / "accuracy_vs_eps", title=args.title)

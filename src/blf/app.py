@@ -9,6 +9,7 @@ from pathlib import Path
 
 import torch
 from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
@@ -57,7 +58,7 @@ def build_parts(cfg: DictConfig, num_classes: int):
     return (
         regularizers.build(cfg.regularizer, num_classes),
         training.build(cfg.training),
-        attacks.build_all(cfg.attack),
+        attacks.build_all(cfg.get("attack")),
     )
 
 
@@ -69,14 +70,26 @@ def build_optimizer(cfg: DictConfig, classifier: models.Classifier):
     return optimizer, scheduler
 
 
+def in_multirun() -> bool:
+    try:
+        return HydraConfig.get().mode == RunMode.MULTIRUN
+    except ValueError:  # no Hydra context (tests calling functions directly)
+        return False
+
+
 @contextmanager
 def user_errors(workspace: Workspace | None = None):
-    """Print a BLFError as one line and exit 2; a folder the failed start created is removed."""
+    """Print a BLFError as one line and exit 2; a folder the failed start created is removed.
+
+    In a multirun the error is raised instead, so that Hydra marks this job failed and the
+    sweep goes on with the others (the aggregation then reports it)."""
     try:
         yield
     except BLFError as error:
         if workspace is not None and isinstance(error, (ConfigError, DataError)):
             workspace.remove_if_fresh()
         print(f"error: {error}", file=sys.stderr)
+        if in_multirun():
+            raise
         sys.exit(2)
 

@@ -31,6 +31,8 @@ class Assessment:
         state = workspace.load(self.which)
         classifier.load_state_dict(state["model"])
         self.epoch = state["epoch"]
+        # Clean accuracy on the whole test set at the selected epoch (hyper-parameter selection).
+        clean = state["test_acc"] if "test_acc" in state else state["history"][-1]["test_acc"]
         self.batch_size = C.integer("eval.batch_size", cfg.eval.batch_size, ge=1)
         self.index = dataset.test.subset_index(cfg.eval.n, cfg.eval.seed)
         self.subset = dataset.test.take(self.index.to(dataset.test.labels.device))
@@ -38,8 +40,10 @@ class Assessment:
         self.amp = config.get("trainer", {}).get("amp")
         self.progress = cfg.get("progress", True)
         self.common = {
-            **records.identity(config, classifier.head.describe(), regularizer.describe(), mode.describe()),
-            "checkpoint": self.which, "checkpoint_epoch": self.epoch, "n": len(self.subset), "eval_seed": self.seed,
+            **records.identity(config, classifier.head.describe(), regularizer.describe(), mode.describe(),
+                               {"synthetic": dataset.synthetic}),
+            "checkpoint": self.which, "checkpoint_epoch": self.epoch, "clean_test_acc": clean,
+            "n": len(self.subset), "eval_seed": self.seed,
             "evaluated_at": records.now(), "run_dir": str(workspace.root),
         }
 
@@ -84,7 +88,7 @@ class Assessment:
             layers = operator_norm.layer_norms(self.classifier)
             rows += [{**self.common, **r} for r in layers] + [{**self.common, **operator_norm.summary(layers)}]
         if "loss_surface" in self.analyses:
-            rows += self.loss_surface_rows(self.analyses.loss_surface)
+            rows += self.loss_surface_rows(self.cfg.eval.loss_surface)
         return rows
 
     def derived_rows(self) -> tuple[list[dict], list[integrity.Verdict]]:
@@ -100,12 +104,12 @@ class Assessment:
         return rows, verdicts
 
     def loss_surface_rows(self, cfg) -> list[dict]:
-        split_name = C.choice("analysis.loss_surface.split", cfg.split, ("train", "test"))
+        split_name = C.choice("eval.loss_surface.split", cfg.split, ("train", "test"))
         axis, index, surfaces, rows = loss_surface.compute(
             self.classifier, getattr(self.dataset, split_name),
-            points=C.integer("analysis.loss_surface.points", cfg.points, ge=1),
-            radius=C.number("analysis.loss_surface.radius", cfg.radius, gt=0),
-            step=C.number("analysis.loss_surface.step", cfg.step, gt=0),
+            points=C.integer("eval.loss_surface.points", cfg.points, ge=1),
+            radius=C.number("eval.loss_surface.radius", cfg.radius, gt=0),
+            step=C.number("eval.loss_surface.step", cfg.step, gt=0),
             seed=cfg.seed, clip=bool(cfg.clip), batch_size=cfg.batch_size, device=self.device)
         folder = self.workspace.root / "analysis"
         storage.save_checkpoint({"axis": axis, "index": index, "surfaces": surfaces}, folder / "loss_surface.pt")

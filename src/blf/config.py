@@ -53,8 +53,14 @@ def run_name(overrides) -> str:
     return name
 
 
+def mul(a: Any, b: Any) -> float:
+    """`${mul:${dataset.threat.eps},0.25}`: a step size as a fraction of a budget."""
+    return float(a) * float(b)
+
+
 def register_resolvers() -> None:
     OmegaConf.register_new_resolver("per255", per255, replace=True)
+    OmegaConf.register_new_resolver("mul", mul, replace=True)
     OmegaConf.register_new_resolver("run_name", run_name, replace=True)
 
 

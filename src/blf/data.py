@@ -20,6 +20,7 @@ import struct
 import subprocess
 import sys
 import tempfile
+import warnings
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -102,12 +103,27 @@ SHAPES = {"mnist": (1, 28, 28), "cifar10": (3, 32, 32)}
 
 
 def load(cfg: DictConfig) -> Dataset:
-    """The dataset named by `cfg.name`, cut to the first `cfg.n_train` training examples."""
+    """The dataset named by `cfg.name`, cut to the first `cfg.n_train` training examples.
+
+    `synthetic`: false (the real data or a clear error), true (random data of the same shape),
+    or auto (the real data when it can be had, else synthetic data with a loud warning).
+    """
     name = C.choice("dataset", cfg.name, SHAPES)
-    if cfg.get("synthetic", False):
+    mode = cfg.get("synthetic", False)
+    C.choice("dataset.synthetic", str(mode).lower(), ("true", "false", "auto"))
+    use_synthetic = mode is True or str(mode).lower() == "true"
+    if not use_synthetic:
+        try:
+            train, test = LOADERS[name](Path(cfg.root), bool(cfg.download))
+        except DataError as error:
+            if str(mode).lower() != "auto":
+                raise
+            warnings.warn(f"{error}", stacklevel=2)
+            print(f"\n!! {name.upper()} IS NOT AVAILABLE: USING SYNTHETIC {name.upper()}-SHAPED DATA "
+                  "(dataset.synthetic=auto). Results say nothing about the real dataset.\n", file=sys.stderr)
+            use_synthetic = True
+    if use_synthetic:
         train, test = synthetic(SHAPES[name], cfg.synthetic_train, cfg.synthetic_test, seed=cfg.synthetic_seed)
-    else:
-        train, test = LOADERS[name](Path(cfg.root), bool(cfg.download))
     n_train = cfg.get("n_train")
     if n_train is not None:
         C.integer("dataset.n_train", n_train, ge=1)
@@ -117,7 +133,7 @@ def load(cfg: DictConfig) -> Dataset:
                 f"allowed: 1..{len(train)} or null (all)"
             )
         train = train.first(n_train)
-    return Dataset(name, train, test, num_classes=10, synthetic=bool(cfg.get("synthetic", False)))
+    return Dataset(name, train, test, num_classes=10, synthetic=use_synthetic)
 
 
 def synthetic(shape, n_train: int, n_test: int, seed: int, num_classes: int = 10) -> tuple[Split, Split]:

@@ -14,10 +14,9 @@ import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 import torch  # noqa: E402
 
-from . import heads  # noqa: E402
+from . import heads, selection  # noqa: E402
 
-LABELS = {"identity": "Baseline", "blf": "BLF", "lblf": "L-BLF", "tanh": "tanh", "sigmoid": "sigmoid",
-          "sine": "sine wave", "single_wave": "single wave", "logit_squeezing": "LSQ", "label_smoothing": "LSM"}
+SYMBOLS = {"lam": "$\\lambda$", "alpha": "$\\alpha$", "beta": "$\\beta$", "gamma": "$\\gamma$"}
 
 
 def save(fig, path: Path) -> list[Path]:
@@ -57,35 +56,85 @@ def blf_vs_tanh(path: Path, z_range: float = 8.0) -> list[Path]:
 
 
 def method_label(row: pd.Series) -> str:
-    """Baseline / LSQ / LSM / BLF / ... as in the paper's legends, with the hyper-parameter."""
-    parts = []
-    if row.get("regularizer") not in (None, "none"):
-        value = row.get("lam") if row["regularizer"] == "logit_squeezing" else row.get("alpha")
-        parts.append(f"{LABELS[row['regularizer']]} ({value:g})" if pd.notna(value) else LABELS[row["regularizer"]])
-    if row.get("head") not in (None, "identity") or not parts:
-        head = LABELS.get(row.get("head"), str(row.get("head")))
-        gamma = row.get("gamma")
-        parts.append(f"{head} ($\\gamma$={gamma:g})" if row.get("head") not in ("identity", "lblf") and pd.notna(gamma) else head)
-    if row.get("training") == "trades":
-        parts = [f"TRADES ($\\beta$={row.get('beta'):g})"]
-    return " + ".join(parts)
+    """The paper's legend entries: Baseline, LSQ, LSM, BLF, L-BLF, TRADES, with the value of the
+    tuned hyper-parameter."""
+    name, value = selection.hyperparameter(row)
+    label = selection.method(row)
+    return f"{label} ({SYMBOLS[name]}={value:g})" if name and pd.notna(value) else label
+
+
+def _method_key(label: str) -> int:
+    base = label.split(" (")[0]
+    return selection.METHOD_ORDER.index(base) if base in selection.METHOD_ORDER else len(selection.METHOD_ORDER)
+
+
+def synthetic_note(df: pd.DataFrame) -> str:
+    return " [SYNTHETIC DATA]" if "synthetic" in df and df["synthetic"].fillna(False).astype(bool).any() else ""
+
+
+def _curves(ax, curve: pd.DataFrame, per255: bool) -> None:
+    curve = curve.assign(label=curve.apply(method_label, axis=1))
+    several_attacks = curve["attack"].nunique() > 1
+    for (label, attack), group in sorted(curve.groupby(["label", "attack"]), key=lambda item: (_method_key(item[0][0]), item[0])):
+        stats = group.groupby("eps")["accuracy"].agg(["mean", "std"]).reset_index()
+        x = stats["eps"] * (255 if per255 else 1)
+        style = "--" if several_attacks and attack != "pgd" else "-"
+        name = f"{label}, {attack}" if several_attacks else label
+        ax.errorbar(x, stats["mean"], yerr=stats["std"].fillna(0.0), marker="o", ms=3, capsize=2, ls=style, label=name)
+    ax.set_xlabel("$\\varepsilon$ (/255)" if per255 else "$\\varepsilon$")
+    ax.set_ylabel("accuracy (%)")
+    ax.set_ylim(-2, 102)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=6)
 
 
 def accuracy_vs_eps(df: pd.DataFrame, path: Path, title: str = "") -> list[Path]:
-    """Accuracy (%) against eps, one line per method, error bars = std over seeds (Figs. 3, 4)."""
-    curve = df[df["kind"] == "robustness"].copy()
-    curve["method"] = curve.apply(method_label, axis=1)
+    """Accuracy (%) against eps, one line per method, error bars = std over seeds."""
+    curve = df[df["kind"] == "robustness"]
     fig, ax = plt.subplots(figsize=(5.0, 3.6))
-    for (method, attack), group in curve.groupby(["method", "attack"], sort=True):
-        stats = group.groupby("eps")["accuracy"].agg(["mean", "std"]).reset_index()
-        label = method if curve["attack"].nunique() == 1 else f"{method}, {attack}"
-        ax.errorbar(stats["eps"], stats["mean"], yerr=stats["std"].fillna(0.0), marker="o", ms=3, capsize=2, label=label)
-    ax.set_xlabel("$\\varepsilon$")
-    ax.set_ylabel("accuracy (%)")
-    ax.set_ylim(-2, 102)
-    ax.set_title(title)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    _curves(ax, curve, per255=set(curve["dataset"]) == {"cifar10"})
+    ax.set_title(title + synthetic_note(df), fontsize=9)
+    return save(fig, path)
+
+
+def accuracy_panels(df: pd.DataFrame, facets: list[str], path: Path, title: str = "") -> list[Path]:
+    """Figs. 3, 4, 5, 7: one panel per facet combination (e.g. model x setting), accuracy
+    against eps, one line per method (and attack), mean and std over seeds."""
+    curve = selection.annotate(df[df["kind"] == "robustness"])
+    panels = list(curve.groupby(facets, sort=True)) if facets else [((), curve)]
+    cols = min(len(panels), 2)
+    rows = -(-len(panels) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(5.2 * cols, 3.8 * rows), squeeze=False)
+    for ax, (key, group) in zip(axes.flat, panels):
+        _curves(ax, group, per255=set(group["dataset"]) == {"cifar10"})
+        key = key if isinstance(key, tuple) else (key,)
+        ax.set_title(", ".join(str(k).upper() if f == "model" else str(k) for f, k in zip(facets, key)), fontsize=9)
+    for ax in list(axes.flat)[len(panels):]:
+        ax.axis("off")
+    fig.suptitle(title + synthetic_note(df), fontsize=10)
+    fig.tight_layout()
+    return save(fig, path)
+
+
+def norms_vs_accuracy(df: pd.DataFrame, path: Path, eps: float, title: str = "") -> list[Path]:
+    """Fig. 1: mean L2 (top) and L-infinity (bottom) norms of the logits gamma*g(z) (and of
+    the pre-logits z for tanh and BLF) against PGD accuracy at `eps`, one point per run."""
+    annotated = selection.annotate(df)
+    robust = annotated[(annotated["kind"] == "robustness") & (annotated["attack"] == "pgd") & ((annotated["eps"] - eps).abs() < 1e-6)]
+    norms = annotated[annotated["kind"] == "norms"]
+    merged = norms.merge(robust[["run_dir", "accuracy"]], on="run_dir")
+    fig, axes = plt.subplots(2, 1, figsize=(5.2, 6.4), sharey=True)
+    for ax, p in zip(axes, ("l2", "linf")):
+        for m, group in sorted(merged.groupby("method"), key=lambda item: _method_key(item[0])):
+            ax.scatter(group[f"logit_{p}"], group["accuracy"], label=m, s=18)
+            if m in ("tanh", "BLF"):
+                ax.scatter(group[f"prelogit_{p}"], group["accuracy"], label=f"pre-logits of {m}", s=18, marker="x")
+        ax.set_xlabel(f"mean {'L2' if p == 'l2' else 'L-infinity'} norm")
+        ax.set_ylabel(f"accuracy (%), PGD eps={eps * 255:.0f}/255")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.suptitle(title + synthetic_note(df), fontsize=10)
+    fig.tight_layout()
     return save(fig, path)
 
 

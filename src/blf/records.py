@@ -25,8 +25,8 @@ def identity(config: Mapping, *described: Mapping) -> dict:
     """The run-identifying columns, from the resolved config and the built objects."""
     row = {
         "experiment": config.get("experiment_name"),
+        "profile": config.get("profile_name"),
         "dataset": config["dataset"]["name"],
-        "synthetic": bool(config["dataset"].get("synthetic", False)),
         "n_train": config["dataset"].get("n_train"),
         "model": config["model"]["name"],
         "seed": config["seed"],

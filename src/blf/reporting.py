@@ -54,3 +54,54 @@ def verdicts(rows: Sequence[dict]) -> str:
 def summary(rows: Sequence[dict]) -> str:
     """What the apps print after an evaluation: accuracies (with the worst case) and verdicts."""
     return f"{accuracy_table(rows)}\n\n{verdicts(rows)}"
+
+
+def mean_std(values: pd.Series, decimals: int) -> str:
+    values = values.dropna()
+    if values.empty:
+        return ""
+    if len(values) == 1:
+        return f"{values.iloc[0]:.{decimals}f}"
+    return f"{values.mean():.{decimals}f} ± {values.std():.{decimals}f}"
+
+
+def method_table(df: pd.DataFrame, value: str, rows: Sequence[str], decimals: int = 1) -> pd.DataFrame:
+    """Rows (e.g. model, setting) x method columns in the paper's order; each cell the mean ±
+    std over seeds of `value` (one run: the value alone). `df` must be annotated
+    (selection.annotate). Missing combinations stay empty (the paper's N/A)."""
+    from .selection import METHOD_ORDER
+
+    methods = sorted(df["method"].unique(), key=lambda m: (METHOD_ORDER.index(m) if m in METHOD_ORDER else 99, m))
+    cells = df.groupby([*rows, "method"])[value].apply(lambda v: mean_std(v, decimals)).unstack("method")
+    cells = cells.reindex(columns=methods).fillna("")
+    cells.index = [" ".join(str(k).upper() if i == 0 else str(k) for i, k in enumerate(key if isinstance(key, tuple) else (key,)))
+                   for key in cells.index]
+    return cells
+
+
+def to_markdown(table: pd.DataFrame, title: str = "") -> str:
+    head = ["", *map(str, table.columns)]
+    lines = ([f"**{title}**", ""] if title else []) + ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    lines += ["| " + " | ".join([str(index), *map(str, row)]) + " |" for index, row in zip(table.index, table.values)]
+    return "\n".join(lines) + "\n"
+
+
+def to_latex(table: pd.DataFrame, caption: str = "") -> str:
+    escaped = table.map(lambda v: str(v).replace("±", "$\\pm$"))
+    body = escaped.to_latex(escape=False, column_format="l" + "c" * len(table.columns))
+    return (f"% {caption}\n" if caption else "") + body
+
+
+def curve_table(df: pd.DataFrame, facets: Sequence[str], decimals: int = 1) -> pd.DataFrame:
+    """Accuracy against eps as a table: one row per (facets, method with its hyper-parameter,
+    attack), one column per eps, mean ± std over seeds. `df` must be annotated."""
+    from .figures import method_label
+
+    curve = df[df["kind"] == "robustness"]
+    curve = curve.assign(label=curve.apply(method_label, axis=1).str.replace("$", "", regex=False).str.replace("\\", "", regex=False),
+                         eps=curve["eps"].round(8))
+    keys = [*facets, "label", "attack"]
+    cells = curve.groupby([*keys, "eps"])["accuracy"].apply(lambda v: mean_std(v, decimals)).unstack("eps").fillna("")
+    cells.columns = [eps_label(c, curve) for c in cells.columns]
+    cells.index = [", ".join(map(str, key)) for key in cells.index]
+    return cells

@@ -1,0 +1,85 @@
+"""Methods, hyper-parameters and the paper's selection protocol, on hand-made records."""
+
+import pandas as pd
+import pytest
+
+from blf import selection
+
+
+def run(run_dir, *, head="identity", gamma=None, regularizer="none", lam=None, alpha=None, training="standard",
+        beta=None, clean=90.0, pgd=None, spsa=None, seed=0, dataset="mnist", model="2c2f"):
+    base = {"run_dir": run_dir, "dataset": dataset, "model": model, "head": head, "gamma": gamma,
+            "regularizer": regularizer, "lam": lam, "alpha": alpha, "training": training, "beta": beta,
+            "seed": seed, "clean_test_acc": clean}
+    rows = [{**base, "kind": "norms"}]
+    for attack, values in (("pgd", pgd or {}), ("spsa", spsa or {})):
+        rows += [{**base, "kind": "robustness", "attack": attack, "eps": e, "accuracy": a} for e, a in values.items()]
+    return rows
+
+
+def test_methods_and_their_hyperparameters():
+    assert selection.method({"head": "identity", "regularizer": "none", "training": "standard"}) == "Baseline"
+    assert selection.method({"head": "identity", "regularizer": "logit_squeezing", "training": "pgd_at"}) == "LSQ"
+    assert selection.method({"head": "blf", "regularizer": "none", "training": "standard"}) == "BLF"
+    assert selection.method({"head": "lblf", "regularizer": "none"}) == "L-BLF"
+    assert selection.method({"head": "identity", "regularizer": "none", "training": "trades"}) == "TRADES"
+    assert selection.method({"head": "blf", "regularizer": "label_smoothing"}) == "LSM+BLF"
+    assert selection.hyperparameter({"regularizer": "label_smoothing", "alpha": 0.1}) == ("alpha", 0.1)
+    assert selection.hyperparameter({"training": "trades", "beta": 6.0}) == ("beta", 6.0)
+    assert selection.hyperparameter({"head": "lblf", "gamma": 0.31}) == (None, None)
+    assert selection.setting("pgd_at") == selection.setting("trades") == "AT" != selection.setting("standard")
+
+
+def frame(*runs):
+    return pd.DataFrame([row for r in runs for row in r])
+
+
+def test_protocol_uses_clean_accuracy_for_standard_and_pgd_for_adversarial_training():
+    df = frame(
+        run("st-a", head="blf", gamma=0.5, clean=97.0, pgd={0.3: 1.0}),
+        run("st-b", head="blf", gamma=1.0, clean=98.0, pgd={0.3: 0.0}),
+        run("at-a", head="blf", gamma=0.5, training="pgd_at", clean=99.0, pgd={0.3: 80.0}),
+        run("at-b", head="blf", gamma=1.0, training="pgd_at", clean=95.0, pgd={0.3: 85.0}),
+    )
+    chosen = selection.select(df, "protocol", {"mnist": 0.3}).set_index("setting")
+    assert chosen.loc["ST", "hp_value"] == 1.0 and chosen.loc["ST", "run_dir"] == "st-b"
+    assert chosen.loc["AT", "hp_value"] == 1.0 and chosen.loc["AT", "score"] == 85.0
+    assert "clean accuracy" in chosen.loc["ST", "basis"] and "eps=0.3" in chosen.loc["AT", "basis"]
+
+
+def test_ties_go_to_the_smallest_value_and_unfinished_runs_are_ignored():
+    df = frame(
+        run("a", regularizer="logit_squeezing", lam=0.5, clean=97.0),
+        run("b", regularizer="logit_squeezing", lam=0.05, clean=97.0),
+        run("c", regularizer="logit_squeezing", lam=0.01, clean=None),
+    )
+    chosen = selection.select(df, "protocol", {"mnist": 0.3})
+    assert chosen["hp_value"].tolist() == [0.05]
+
+
+def test_attack_criterion_tunes_for_the_table_attack():
+    df = frame(
+        run("a", regularizer="label_smoothing", alpha=0.1, pgd={0.15: 90.0}, spsa={0.15: 40.0}),
+        run("b", regularizer="label_smoothing", alpha=0.3, pgd={0.15: 10.0}, spsa={0.15: 60.0}),
+    )
+    assert selection.select(df, "attack", {"mnist": 0.15}, attack="spsa")["hp_value"].tolist() == [0.3]
+    assert selection.select(df, "attack", {"mnist": 0.15}, attack="pgd")["hp_value"].tolist() == [0.1]
+
+
+def test_one_choice_per_dataset_model_setting_and_method():
+    df = frame(
+        run("m1", model="2c2f", clean=90.0), run("m2", model="4c3f", clean=91.0),
+        run("m3", model="2c2f", head="blf", gamma=1.0, clean=92.0),
+        run("m4", model="2c2f", training="pgd_at", pgd={0.3: 50.0}),
+    )
+    chosen = selection.select(df, "protocol", {"mnist": 0.3})
+    assert len(chosen) == 4
+    assert set(map(tuple, chosen[["model", "setting", "method"]].values)) == {
+        ("2c2f", "ST", "Baseline"), ("4c3f", "ST", "Baseline"), ("2c2f", "ST", "BLF"), ("2c2f", "AT", "Baseline")}
+    text = selection.markdown(chosen)
+    assert "gamma = 1" in text and text.count("\n") == len(chosen) + 1
+
+
+def test_unknown_criterion_is_refused():
+    with pytest.raises(Exception, match="study.select='best'"):
+        selection.scores(frame(run("a")), "best", {"mnist": 0.3})

@@ -1,0 +1,133 @@
+"""Experiments as configs, the study driver (grid -> selection -> seeds -> report), the
+launchers, and resumable sweeps."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pandas as pd
+import pytest
+from omegaconf import open_dict
+
+from blf import aggregate, storage, study
+from conftest import REPO, TINY, compose_config, run_app
+
+EXPERIMENTS = ["fig1", "fig3", "fig4", "fig5", "fig7", "table1", "table2", "table3", "table4", "table5"]
+
+
+@pytest.mark.parametrize("name", EXPERIMENTS)
+@pytest.mark.parametrize("profile", ["paper", "smoke"])
+def test_every_experiment_composes_and_its_grid_entries_are_valid_overrides(name, profile):
+    cfg = study.experiment_config(name, profile)
+    spec = cfg.study
+    assert spec.report in study.REPORTS and spec.get("select", "protocol") in ("protocol", "attack", "none")
+    assert spec.grid and spec.seeds
+    for overrides in study.grid_overrides(cfg):
+        first = [f"{o.split('=', 1)[0]}={o.split('=', 1)[1].split(',')[0]}" for o in overrides]
+        job = compose_config(overrides=[f"experiment={name}", f"profile={profile}", *first])
+        assert job.experiment_name == name and job.profile_name == profile
+
+
+def test_paper_grids_and_the_smoke_reduction():
+    paper = study.grid_overrides(study.experiment_config("fig3", "paper"))
+    smoke = study.grid_overrides(study.experiment_config("fig3", "smoke"))
+    assert "regularizer.lam=0.01,0.05,0.1,0.3,0.5" in paper[1] and "regularizer.lam=0.01,0.05" in smoke[1]
+    assert "model=2c2f,4c3f" in smoke[1] and "seed=0" in smoke[1]  # only hyper-parameter grids shrink
+    assert study.seeds_of(study.experiment_config("fig3", "paper"), "mnist") == [0, 1, 2, 3, 4]
+    assert study.seeds_of(study.experiment_config("fig3", "smoke"), "mnist") == [0]
+    fig7 = study.experiment_config("fig7", "paper")
+    assert study.seeds_of(fig7, "cifar10") == [0, 1, 2]
+    assert study.experiment_config("fig4", "paper").study.transfer.wrn34_10 == "resnet18"
+
+
+def test_launchers_share_the_cores():
+    assert study.launcher_overrides("basic", 1) == []
+    joblib = study.launcher_overrides("joblib", 2)
+    assert joblib[:2] == ["hydra/launcher=joblib", "hydra.launcher.n_jobs=2"]
+    assert joblib[2] == f"trainer.threads={max(1, (os.cpu_count() or 1) // 2)}"
+    assert study.launcher_overrides("slurm", 1) == ["hydra/launcher=slurm"]
+
+
+def small_study(tmp_path, launcher="basic"):
+    """fig3's driver on two tiny grid entries and two seeds, in tmp_path."""
+    s = study.Study("fig3", "smoke", launcher=launcher, jobs=2, overrides=[*TINY, "trainer.epochs=1", "dataset.n_train=null"],
+                    sweep=tmp_path / "multirun", out=tmp_path / "results")
+    with open_dict(s.cfg):
+        s.cfg.study.grid = {"baseline": {"model": "2c2f", "training": "standard"},
+                            "blf": {"model": "2c2f", "training": "standard", "head": "blf", "head.gamma": "0.5,1.0,1.5"}}
+        s.cfg.study.seeds = [0, 1]
+        s.cfg.study_limits.seeds = None
+    s.spec = s.cfg.study
+    return s
+
+
+def test_study_runs_grid_selection_seeds_and_report_with_joblib(tmp_path):
+    s = small_study(tmp_path, launcher="joblib")
+    assert s.run("all") == 0
+    jobs = pd.read_csv(tmp_path / "results" / "jobs.csv")
+    # grid: baseline + BLF at 2 of 3 gammas (smoke keeps 2); seeds: seed 1 of each choice.
+    assert len(jobs) == 5 and set(jobs["status"]) == {"complete"}
+    chosen = pd.read_csv(tmp_path / "results" / "selection.csv")
+    assert sorted(chosen["method"]) == ["BLF", "Baseline"] and set(chosen.loc[chosen["method"] == "BLF", "hp_value"]) <= {0.5, 1.0}
+    for name in ("fig3.png", "fig3.pdf", "fig3.md", "fig3.tex", "records.csv", "selection.md"):
+        assert (tmp_path / "results" / name).is_file(), name
+    table = (tmp_path / "results" / "fig3.md").read_text()
+    assert "BLF (gamma=" in table and "Baseline" in table
+
+    # Rerunning finds everything done: no run retrains, no record is duplicated.
+    before = {p: p.stat().st_mtime for p in (tmp_path / "multirun").rglob("checkpoints/last.pt")}
+    assert small_study(tmp_path).run("all") == 0
+    assert {p: p.stat().st_mtime for p in (tmp_path / "multirun").rglob("checkpoints/last.pt")} == before
+    df, _ = aggregate.collect(tmp_path / "multirun")
+    keys = df[df["kind"] == "robustness"][["run_dir", "attack", "eps"]]
+    assert not keys.duplicated().any()
+
+
+def test_submitit_local_sweep(tmp_path):
+    sweep = tmp_path / "sweep"
+    result = run_app("train.py", "-m", *TINY, "trainer.epochs=1", "seed=0,1", "hydra/launcher=submitit_local",
+                     "hydra.launcher.timeout_min=10", f"hydra.sweep.dir={sweep}")
+    assert result.returncode == 0, result.stderr
+    df, jobs = aggregate.collect(sweep)
+    assert len(jobs) == 2 and set(jobs["status"]) == {"complete"}
+    assert sorted(df[df["kind"] == "norms"]["seed"]) == [0, 1]
+
+
+def test_aggregation_reports_unfinished_runs(tmp_path):
+    sweep = tmp_path / "sweep"
+    assert run_app("train.py", "-m", *TINY, "trainer.epochs=1", "seed=0,1", f"hydra.sweep.dir={sweep}").returncode == 0
+    broken = next(p for p in sweep.iterdir() if p.is_dir() and "seed:1" in p.name)
+    (broken / "results.jsonl").unlink()
+    df, jobs = aggregate.collect(sweep)
+    assert dict(zip(jobs["run_dir"].map(lambda p: "seed:1" in p), jobs["status"])) == {True: "training", False: "complete"}
+    assert "warning: training" in aggregate.report_jobs(jobs)
+    assert set(df["seed"]) == {0}
+
+
+@pytest.mark.slow
+def test_killed_smoke_sweep_resumes_without_loss_or_duplicates(tmp_path):
+    """Kill `make fig3 PROFILE=smoke` midway (the driver and its jobs), rerun it, and find every
+    job finished exactly once."""
+    command = [sys.executable, "-m", "blf.study", "fig3", "--profile", "smoke",
+               "--sweep-dir", str(tmp_path / "multirun"), "--out-dir", str(tmp_path / "results")]
+    env = {**os.environ, "PYTHONPATH": str(REPO / "src"), "WANDB_MODE": "disabled"}
+    process = subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                               start_new_session=True)
+    deadline = time.time() + 900
+    while len(list((tmp_path / "multirun").glob("*/results.jsonl"))) < 6 and time.time() < deadline:
+        time.sleep(1)
+    time.sleep(2)  # somewhere inside a later job
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+    finished_before = len(list((tmp_path / "multirun").glob("*/results.jsonl")))
+    assert 6 <= finished_before < 36
+    assert subprocess.run(command, cwd=REPO, env=env, capture_output=True).returncode == 0
+    df, jobs = aggregate.collect(tmp_path / "multirun")
+    assert len(jobs) == 36 and set(jobs["status"]) == {"complete"}
+    for run_dir, rows in df.groupby("run_dir"):
+        robust = rows[rows["kind"] == "robustness"]
+        assert not robust[["attack", "eps"]].duplicated().any(), run_dir
+        assert len(robust) == 7  # the seven PGD budgets, once each
+    assert len(storage.read_jsonl(next((tmp_path / "multirun").glob("*/metrics.jsonl")))) == 2
