@@ -19,6 +19,7 @@ STUDY = $(PY) -m blf.study --profile $(PROFILE) --launcher $(LAUNCHER) --jobs $(
 
 help: ## List the targets
 	@grep -hE '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
+	@echo "Variables for fig*/table*: PROFILE=paper|smoke (default paper), LAUNCHER=basic|joblib|submitit_local|slurm, JOBS=N (joblib)"
 
 install: $(STAMP) ## Create .venv from requirements.txt (once; again only if requirements.txt changes)
 
@@ -42,37 +43,37 @@ test-all: install ## All tests, including those marked slow
 bench: install ## Throughput benchmarks; writes bench/latest.json
 	$(PY) -m blf.bench --out bench/latest.json
 
-fig1: install ## Fig. 1: logit/pre-logit norms vs PGD accuracy, ResNet-18 CIFAR-10 -> results/fig1/$(PROFILE)/
+fig1: install ## Fig. 1: logit/pre-logit norms vs PGD accuracy, ResNet-18 CIFAR-10 -> results/fig1/<profile>/
 	$(STUDY) fig1
 
 fig2: install ## Fig. 2: BLF vs tanh with the extrema of Theorem 3 -> results/fig2/
 	$(PY) -m blf.figures fig2 results/fig2
 
-fig3: install ## Fig. 3: MNIST 2C2F/4C3F under PGD, ST and AT, 5 seeds -> results/fig3/$(PROFILE)/
+fig3: install ## Fig. 3: MNIST 2C2F/4C3F under PGD, ST and AT, 5 seeds -> results/fig3/<profile>/
 	$(STUDY) fig3
 
-fig4: install ## Fig. 4: CIFAR-10 ResNet-18/WRN-34-10 under PGD, ST and AT, 3 seeds -> results/fig4/$(PROFILE)/
+fig4: install ## Fig. 4: CIFAR-10 ResNet-18/WRN-34-10 under PGD, ST and AT, 3 seeds -> results/fig4/<profile>/
 	$(STUDY) fig4
 
-fig5: install ## Fig. 5: BLF under PGD vs tanh-surrogate PGD, ResNet-18 -> results/fig5/$(PROFILE)/
+fig5: install ## Fig. 5: BLF under PGD vs tanh-surrogate PGD, ResNet-18 -> results/fig5/<profile>/
 	$(STUDY) fig5
 
-fig7: install ## Fig. 7: sine and single-wave heads vs BLF -> results/fig7/$(PROFILE)/
+fig7: install ## Fig. 7: sine and single-wave heads vs BLF -> results/fig7/<profile>/
 	$(STUDY) fig7
 
-table1: install ## Table 1: accuracy under SPSA -> results/table1/$(PROFILE)/
+table1: install ## Table 1: accuracy under SPSA -> results/table1/<profile>/
 	$(STUDY) table1
 
-table2: install ## Table 2: accuracy under Square Attack -> results/table2/$(PROFILE)/
+table2: install ## Table 2: accuracy under Square Attack -> results/table2/<profile>/
 	$(STUDY) table2
 
-table3: install ## Table 3: L-inf operator norms of ResNet-18's convolutions -> results/table3/$(PROFILE)/
+table3: install ## Table 3: L-inf operator norms of ResNet-18's convolutions -> results/table3/<profile>/
 	$(STUDY) table3
 
-table4: install ## Table 4: accuracy under APGD-CE and APGD-T -> results/table4/$(PROFILE)/
+table4: install ## Table 4: accuracy under APGD-CE and APGD-T -> results/table4/<profile>/
 	$(STUDY) table4
 
-table5: install ## Table 5 / Figs. 8-16: input loss surfaces of ResNet-18 -> results/table5/$(PROFILE)/
+table5: install ## Table 5 / Figs. 8-16: input loss surfaces of ResNet-18 -> results/table5/<profile>/
 	$(STUDY) table5
 
 paper: fig1 fig2 fig3 fig4 fig5 fig7 table1 table2 table3 table4 table5 ## Every figure and table

@@ -39,6 +39,7 @@ def main(cfg: DictConfig) -> None:
                 device=device, tracker=tracker, progress=cfg.progress,
             )
             rows, _ = assess.assess(workspace, cfg, config, dataset, classifier, parts, device, tracker, skip_done=True)
+        workspace.mark_finished(C.job_key(config))
         print(f"best epoch {progress.best_epoch}: clean test accuracy {progress.best_accuracy:.2f}%")
         print(reporting.summary(rows))
         print(f"run folder: {workspace.root}")

@@ -83,3 +83,35 @@ def test_one_choice_per_dataset_model_setting_and_method():
 def test_unknown_criterion_is_refused():
     with pytest.raises(Exception, match="study.select='best'"):
         selection.scores(frame(run("a")), "best", {"mnist": 0.3})
+
+
+def test_wrn_takes_resnet18s_choice_for_each_attack_and_the_choice_is_written_down():
+    from blf import study
+
+    eps = 8 / 255
+    df = frame(
+        run("r1", dataset="cifar10", model="resnet18", head="blf", gamma=0.1, spsa={eps: 30.0}),
+        run("r2", dataset="cifar10", model="resnet18", head="blf", gamma=0.5, spsa={eps: 50.0}),
+        run("r3", dataset="cifar10", model="resnet18", spsa={eps: 20.0}),
+        # a WRN run already trained (a rerun after the seeds stage) is not tuned on its own
+        run("w1", dataset="cifar10", model="wrn34_10", head="blf", gamma=0.1, spsa={eps: 99.0}),
+    )
+    chosen = study.Study("table1", "smoke").select(df)
+    assert len(chosen) == 4
+    wrn = chosen[chosen["model"] == "wrn34_10"]
+    assert sorted(wrn["method"]) == ["BLF", "Baseline"]
+    assert wrn.loc[wrn["method"] == "BLF", "hp_value"].tolist() == [0.5] and wrn["score"].isna().all()
+    assert (wrn["for_attack"] == "spsa").all() and wrn["basis"].str.contains("resnet18's choice").all()
+    text = selection.markdown(chosen)
+    assert "| cifar10 | wrn34_10 | ST | BLF | gamma = 0.5 | - |" in text
+
+
+def test_the_study_selects_on_the_grid_seed_even_when_other_seeds_score_higher():
+    from blf import study
+
+    df = frame(
+        run("g1", head="blf", gamma=0.5, clean=90.0, seed=0), run("g2", head="blf", gamma=1.0, clean=91.0, seed=0),
+        run("s1", head="blf", gamma=0.5, clean=99.0, seed=1),  # a later seed of the first choice
+    )
+    chosen = study.Study("fig3", "smoke").select(df)
+    assert chosen["run_dir"].tolist() == ["g2"] and chosen["hp_value"].tolist() == [1.0]

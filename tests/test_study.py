@@ -24,6 +24,9 @@ def test_every_experiment_composes_and_its_grid_entries_are_valid_overrides(name
     spec = cfg.study
     assert spec.report in study.REPORTS and spec.get("select", "protocol") in ("protocol", "attack", "none")
     assert spec.grid and spec.seeds
+    if spec.get("select", "protocol") != "none":
+        eps = study.budgets(spec)
+        assert all(isinstance(v, float) and 0 < v <= 0.3 for v in eps.values()), eps
     for overrides in study.grid_overrides(cfg):
         first = [f"{o.split('=', 1)[0]}={o.split('=', 1)[1].split(',')[0]}" for o in overrides]
         job = compose_config(overrides=[f"experiment={name}", f"profile={profile}", *first])
@@ -63,9 +66,10 @@ def small_study(tmp_path, launcher="basic"):
     return s
 
 
-def test_study_runs_grid_selection_seeds_and_report_with_joblib(tmp_path):
+def test_study_runs_grid_selection_seeds_and_report_with_joblib(tmp_path, capsys):
     s = small_study(tmp_path, launcher="joblib")
     assert s.run("all") == 0
+    assert "!! SYNTHETIC DATA: ['mnist']" in capsys.readouterr().err  # TINY trains on synthetic data
     jobs = pd.read_csv(tmp_path / "results" / "jobs.csv")
     # grid: baseline + BLF at 2 of 3 gammas (smoke keeps 2); seeds: seed 1 of each choice.
     assert len(jobs) == 5 and set(jobs["status"]) == {"complete"}
@@ -74,15 +78,23 @@ def test_study_runs_grid_selection_seeds_and_report_with_joblib(tmp_path):
     for name in ("fig3.png", "fig3.pdf", "fig3.md", "fig3.tex", "records.csv", "selection.md"):
         assert (tmp_path / "results" / name).is_file(), name
     table = (tmp_path / "results" / "fig3.md").read_text()
-    assert "BLF (gamma=" in table and "Baseline" in table
+    assert "BLF (gamma=" in table and "Baseline" in table and "[SYNTHETIC DATA: mnist]" in table.splitlines()[0]
 
-    # Rerunning finds everything done: no run retrains, no record is duplicated.
+    # Rerunning finds everything done: nothing is launched, no run retrains, no record is duplicated.
     before = {p: p.stat().st_mtime for p in (tmp_path / "multirun").rglob("checkpoints/last.pt")}
     assert small_study(tmp_path).run("all") == 0
+    out = capsys.readouterr().out
+    assert "$ " not in out and out.count("finished, not launched") == 4  # 2 grid + 2 seed multiruns
     assert {p: p.stat().st_mtime for p in (tmp_path / "multirun").rglob("checkpoints/last.pt")} == before
     df, _ = aggregate.collect(tmp_path / "multirun")
     keys = df[df["kind"] == "robustness"][["run_dir", "attack", "eps"]]
     assert not keys.duplicated().any()
+    # Another evaluation setting is work left to do: that multirun would launch again.
+    again = small_study(tmp_path)
+    grid = study.grid_overrides(again.cfg)
+    assert again.finished(grid[0])
+    again.extra.append("eval.n=16")
+    assert not again.finished(grid[0])
 
 
 def test_submitit_local_sweep(tmp_path):

@@ -86,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
     write(df, jobs, args.out)
     table = reporting.accuracy_table(df)
     storage.write_text(args.out / "accuracy.md", table + "\n")
-    figures.accuracy_vs_eps(df, args.out / "accuracy_vs_eps", title=args.title)
+    figures.accuracy_vs_eps(df, args.out / "accuracy_vs_eps", title=args.title + reporting.synthetic_note(df))
     print(table)
     print(f"records, table and figure: {args.out}/")
     return 0

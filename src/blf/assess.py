@@ -114,7 +114,8 @@ class Assessment:
         folder = self.workspace.root / "analysis"
         storage.save_checkpoint({"axis": axis, "index": index, "surfaces": surfaces}, folder / "loss_surface.pt")
         c = self.common
-        figures.loss_surfaces(axis, surfaces, folder / "loss_surface", title=f"{c['model']} + {c['head']} ({c['training']}), {c['dataset']}")
+        figures.loss_surfaces(axis, surfaces, folder / "loss_surface", title=f"{c['model']} + {c['head']} ({c['training']}), {c['dataset']}"
+                              + (" [SYNTHETIC DATA]" if c.get("synthetic") else ""))
         return [{**c, **r, "arrays": "analysis/loss_surface.pt"} for r in rows]
 
 

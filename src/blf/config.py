@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import math
 import re
 from collections.abc import Iterable, Mapping
@@ -119,6 +120,17 @@ def to_container(cfg: DictConfig | Mapping) -> dict:
     if isinstance(cfg, DictConfig):
         return OmegaConf.to_container(cfg, resolve=True)  # type: ignore[return-value]
     return dict(cfg)
+
+
+# Keys that change how a job runs, not what it computes.
+NOT_IN_JOB_KEY = ("progress", "logger", "device", "trainer.threads", "study", "study_limits")
+
+
+def job_key(config: Mapping) -> str:
+    """A digest of a resolved job config: equal keys mean the same training and evaluation, so a
+    finished job with this key has nothing left to do (the study driver then does not launch it)."""
+    kept = {k: v for k, v in flatten(config).items() if not any(k == p or k.startswith(p + ".") for p in NOT_IN_JOB_KEY)}
+    return hashlib.sha1(json.dumps(kept, sort_keys=True, default=str).encode()).hexdigest()
 
 
 def flatten(tree: Mapping, prefix: str = "") -> dict[str, Any]:

@@ -63,19 +63,10 @@ def method_label(row: pd.Series) -> str:
     return f"{label} ({SYMBOLS[name]}={value:g})" if name and pd.notna(value) else label
 
 
-def _method_key(label: str) -> int:
-    base = label.split(" (")[0]
-    return selection.METHOD_ORDER.index(base) if base in selection.METHOD_ORDER else len(selection.METHOD_ORDER)
-
-
-def synthetic_note(df: pd.DataFrame) -> str:
-    return " [SYNTHETIC DATA]" if "synthetic" in df and df["synthetic"].fillna(False).astype(bool).any() else ""
-
-
 def _curves(ax, curve: pd.DataFrame, per255: bool) -> None:
     curve = curve.assign(label=curve.apply(method_label, axis=1))
     several_attacks = curve["attack"].nunique() > 1
-    for (label, attack), group in sorted(curve.groupby(["label", "attack"]), key=lambda item: (_method_key(item[0][0]), item[0])):
+    for (label, attack), group in sorted(curve.groupby(["label", "attack"]), key=lambda item: (selection.method_key(item[0][0]), item[0])):
         stats = group.groupby("eps")["accuracy"].agg(["mean", "std"]).reset_index()
         x = stats["eps"] * (255 if per255 else 1)
         style = "--" if several_attacks and attack != "pgd" else "-"
@@ -93,7 +84,7 @@ def accuracy_vs_eps(df: pd.DataFrame, path: Path, title: str = "") -> list[Path]
     curve = df[df["kind"] == "robustness"]
     fig, ax = plt.subplots(figsize=(5.0, 3.6))
     _curves(ax, curve, per255=set(curve["dataset"]) == {"cifar10"})
-    ax.set_title(title + synthetic_note(df), fontsize=9)
+    ax.set_title(title, fontsize=9)
     return save(fig, path)
 
 
@@ -101,17 +92,17 @@ def accuracy_panels(df: pd.DataFrame, facets: list[str], path: Path, title: str 
     """Figs. 3, 4, 5, 7: one panel per facet combination (e.g. model x setting), accuracy
     against eps, one line per method (and attack), mean and std over seeds."""
     curve = selection.annotate(df[df["kind"] == "robustness"])
-    panels = list(curve.groupby(facets, sort=True)) if facets else [((), curve)]
+    panels = [((k,) if not isinstance(k, tuple) else k, g) for k, g in curve.groupby(facets)] if facets else [((), curve)]
+    panels.sort(key=lambda item: [selection.facet_key(f, v) for f, v in zip(facets, item[0])])
     cols = min(len(panels), 2)
     rows = -(-len(panels) // cols)
     fig, axes = plt.subplots(rows, cols, figsize=(5.2 * cols, 3.8 * rows), squeeze=False)
     for ax, (key, group) in zip(axes.flat, panels):
         _curves(ax, group, per255=set(group["dataset"]) == {"cifar10"})
-        key = key if isinstance(key, tuple) else (key,)
-        ax.set_title(", ".join(str(k).upper() if f == "model" else str(k) for f, k in zip(facets, key)), fontsize=9)
+        ax.set_title(", ".join(selection.facet_label(f, k) for f, k in zip(facets, key)), fontsize=9)
     for ax in list(axes.flat)[len(panels):]:
         ax.axis("off")
-    fig.suptitle(title + synthetic_note(df), fontsize=10)
+    fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     return save(fig, path)
 
@@ -125,7 +116,7 @@ def norms_vs_accuracy(df: pd.DataFrame, path: Path, eps: float, title: str = "")
     merged = norms.merge(robust[["run_dir", "accuracy"]], on="run_dir")
     fig, axes = plt.subplots(2, 1, figsize=(5.2, 6.4), sharey=True)
     for ax, p in zip(axes, ("l2", "linf")):
-        for m, group in sorted(merged.groupby("method"), key=lambda item: _method_key(item[0])):
+        for m, group in sorted(merged.groupby("method"), key=lambda item: selection.method_key(item[0])):
             ax.scatter(group[f"logit_{p}"], group["accuracy"], label=m, s=18)
             if m in ("tanh", "BLF"):
                 ax.scatter(group[f"prelogit_{p}"], group["accuracy"], label=f"pre-logits of {m}", s=18, marker="x")
@@ -133,7 +124,7 @@ def norms_vs_accuracy(df: pd.DataFrame, path: Path, eps: float, title: str = "")
         ax.set_ylabel(f"accuracy (%), PGD eps={eps * 255:.0f}/255")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
-    fig.suptitle(title + synthetic_note(df), fontsize=10)
+    fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     return save(fig, path)
 

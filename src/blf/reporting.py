@@ -6,6 +6,8 @@ from collections.abc import Sequence
 
 import pandas as pd
 
+from . import selection
+
 # Columns that identify a run; a table shows those that vary among its rows.
 IDENTITY = ("experiment", "dataset", "model", "training", "head", "gamma", "regularizer", "lam", "alpha", "beta", "seed")
 
@@ -56,6 +58,14 @@ def summary(rows: Sequence[dict]) -> str:
     return f"{accuracy_table(rows)}\n\n{verdicts(rows)}"
 
 
+def synthetic_note(df: pd.DataFrame) -> str:
+    """Appended to every title and caption drawn from records of synthetic data."""
+    if "synthetic" not in df:
+        return ""
+    datasets = sorted(df[df["synthetic"].fillna(False).astype(bool)]["dataset"].unique())
+    return f" [SYNTHETIC DATA: {', '.join(datasets)}]" if datasets else ""
+
+
 def mean_std(values: pd.Series, decimals: int) -> str:
     values = values.dropna()
     if values.empty:
@@ -69,12 +79,12 @@ def method_table(df: pd.DataFrame, value: str, rows: Sequence[str], decimals: in
     """Rows (e.g. model, setting) x method columns in the paper's order; each cell the mean ±
     std over seeds of `value` (one run: the value alone). `df` must be annotated
     (selection.annotate). Missing combinations stay empty (the paper's N/A)."""
-    from .selection import METHOD_ORDER
-
-    methods = sorted(df["method"].unique(), key=lambda m: (METHOD_ORDER.index(m) if m in METHOD_ORDER else 99, m))
+    methods = sorted(df["method"].unique(), key=lambda m: (selection.method_key(m), m))
     cells = df.groupby([*rows, "method"])[value].apply(lambda v: mean_std(v, decimals)).unstack("method")
     cells = cells.reindex(columns=methods).fillna("")
-    cells.index = [" ".join(str(k).upper() if i == 0 else str(k) for i, k in enumerate(key if isinstance(key, tuple) else (key,)))
+    keys = [key if isinstance(key, tuple) else (key,) for key in cells.index]
+    cells = cells.iloc[sorted(range(len(keys)), key=lambda i: [selection.facet_key(f, v) for f, v in zip(rows, keys[i])])]
+    cells.index = [" ".join(selection.facet_label(f, k) for f, k in zip(rows, key if isinstance(key, tuple) else (key,)))
                    for key in cells.index]
     return cells
 
@@ -102,6 +112,10 @@ def curve_table(df: pd.DataFrame, facets: Sequence[str], decimals: int = 1) -> p
                          eps=curve["eps"].round(8))
     keys = [*facets, "label", "attack"]
     cells = curve.groupby([*keys, "eps"])["accuracy"].apply(lambda v: mean_std(v, decimals)).unstack("eps").fillna("")
+    # Rows in the paper's order: facets (2C2F before 4C3F, ST before AT), then methods.
+    order = sorted(cells.index, key=lambda key: ([selection.facet_key(f, v) for f, v in zip(facets, key)],
+                                                 selection.method_key(key[len(facets)]), key))
+    cells = cells.loc[order]
     cells.columns = [eps_label(c, curve) for c in cells.columns]
-    cells.index = [", ".join(map(str, key)) for key in cells.index]
+    cells.index = [", ".join(selection.facet_label(f, k) for f, k in zip(keys, key)) for key in cells.index]
     return cells

@@ -25,6 +25,28 @@ REGULARIZER_METHODS = {"logit_squeezing": "LSQ", "label_smoothing": "LSM"}
 # The paper's column order.
 METHOD_ORDER = ["Baseline", "LSQ", "LSM", "BLF", "L-BLF", "TRADES", "tanh", "sigmoid", "sine", "single wave"]
 CRITERIA = ("protocol", "attack", "none")
+# The paper's panel order: 2C2F above 4C3F, RN18 above WRN; standard training left of adversarial.
+FACET_ORDER = {"model": ["2c2f", "4c3f", "resnet18", "wrn34_10"], "setting": ["ST", "AT"], "dataset": ["mnist", "cifar10"]}
+
+
+MODEL_LABELS = {"2c2f": "2C2F", "4c3f": "4C3F", "resnet18": "RN18", "wrn34_10": "WRN"}  # the paper's names
+
+
+def facet_label(facet: str, value) -> str:
+    """How the paper writes a facet value: RN18, WRN, ST, AT, ..."""
+    return MODEL_LABELS.get(value, str(value)) if facet == "model" else str(value)
+
+
+def facet_key(facet: str, value) -> tuple[int, str]:
+    """Sort key of a facet value in the paper's order (unknown values last, alphabetically)."""
+    order = FACET_ORDER.get(facet, [])
+    return (order.index(value) if value in order else len(order), str(value))
+
+
+def method_key(label: str) -> int:
+    """Sort key of a method label ("BLF (gamma=1)") in the paper's column order."""
+    base = label.split(" (")[0]
+    return METHOD_ORDER.index(base) if base in METHOD_ORDER else len(METHOD_ORDER)
 
 
 def method(row: Mapping) -> str:
@@ -113,5 +135,6 @@ def markdown(chosen: pd.DataFrame) -> str:
     lines = ["| dataset | model | setting | method | hyper-parameter | score | basis |", "|---|---|---|---|---|---|---|"]
     for _, r in chosen.iterrows():
         hp = f"{r['hp']} = {r['hp_value']:g}" if isinstance(r["hp"], str) and pd.notna(r["hp_value"]) else "-"
-        lines.append(f"| {r['dataset']} | {r['model']} | {r['setting']} | {r['method']} | {hp} | {r['score']:.2f} | {r['basis']} |")
+        score = f"{r['score']:.2f}" if pd.notna(r["score"]) else "-"  # a transferred choice has no score of its own
+        lines.append(f"| {r['dataset']} | {r['model']} | {r['setting']} | {r['method']} | {hp} | {score} | {r['basis']} |")
     return "\n".join(lines)

@@ -30,11 +30,14 @@ from pathlib import Path
 import pandas as pd
 import yaml
 from hydra import compose, initialize_config_dir
+from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import DictConfig, OmegaConf
 
 from . import aggregate, figures, reporting, selection, storage
 from . import config as C
 from .errors import BLFError
+from .workspace import Workspace
 
 REPO = Path(__file__).resolve().parents[2]
 # The tuned hyper-parameters: the keys a profile may shorten.
@@ -49,6 +52,11 @@ def experiment_config(experiment: str, profile: str) -> DictConfig:
     if "study" not in cfg:
         raise BLFError(f"experiment={experiment} has no study section; allowed: fig1, fig3, fig4, fig5, fig7, table1-table5")
     return cfg
+
+
+def budgets(spec: DictConfig) -> dict[str, float]:
+    """The selection (and table) budget per dataset, resolved: `${per255:8}` -> 0.0313..."""
+    return {dataset: float(eps) for dataset, eps in OmegaConf.to_container(spec.select_eps, resolve=True).items()}
 
 
 def per_dataset(value, dataset: str):
@@ -104,9 +112,32 @@ class Study:
 
     # --- running ---------------------------------------------------------------------------
 
+    def jobs(self, overrides: list[str]) -> list[list[str]]:
+        """The task overrides of each job of a multirun, as Hydra's basic sweeper expands them
+        (its canonical spelling, e.g. `true` -> `True`, names the run folders)."""
+        task = [o for o in [f"experiment={self.experiment}", f"profile={self.profile}", *overrides, *self.extra]
+                if not o.startswith("hydra")]
+        batches = BasicSweeper.split_arguments(OverridesParser.create().parse_overrides(task), None)
+        return [job for batch in batches for job in batch]
+
+    def finished(self, overrides: list[str]) -> bool:
+        """Whether every job of a multirun finished with exactly the config it would run now.
+        Then it is not launched: on a cluster a rerun would otherwise queue one job per run
+        only for it to find nothing to do."""
+        jobs = self.jobs(overrides)
+        workspaces = [Workspace(self.sweep / C.run_name(job)) for job in jobs]
+        if any(w.finished_as() is None for w in workspaces):
+            return False
+        with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
+            return all(w.finished_as() == C.job_key(C.to_container(compose("train", overrides=job)))
+                       for w, job in zip(workspaces, jobs))
+
     def launch(self, overrides: list[str]) -> None:
         command = [sys.executable, str(REPO / "src" / "train.py"), "-m", f"experiment={self.experiment}",
                    f"profile={self.profile}", *overrides, *self.extra, *self.launch_with, f"hydra.sweep.dir={self.sweep}"]
+        if self.finished(overrides):
+            print(f"finished, not launched ({len(self.jobs(overrides))} runs): {' '.join(overrides)}", flush=True)
+            return
         print("$ " + " ".join(shlex.quote(c) for c in command[1:]), flush=True)
         if self.dry_run:
             return
@@ -129,17 +160,19 @@ class Study:
         criterion = self.spec.get("select", "protocol")
         if criterion == "none" or df.empty:
             return pd.DataFrame()
-        eps = OmegaConf.to_container(self.spec.select_eps)
+        eps = budgets(self.spec)
         attacks = self.spec.get("select_attacks") or ["pgd"]
+        transfer = dict(self.spec.get("transfer") or {})
+        # The grid's runs only: the first seed (the others exist once the seeds stage ran), and
+        # not the models that take another's choice.
         first = {d: seeds_of(self.cfg, d)[0] for d in df["dataset"].unique()}
+        df = df[(df["seed"] == df["dataset"].map(first)) & ~df["model"].isin(list(transfer))]
         chosen = []
         for attack in attacks:
             picked = selection.select(df, criterion, eps, attack)
-            if not picked.empty:
-                picked = picked[picked.apply(lambda r: r["seed"] == first[r["dataset"]], axis=1)]
             chosen.append(picked.assign(for_attack=attack if criterion == "attack" else None))
         chosen = pd.concat(chosen, ignore_index=True)
-        for target, source in (self.spec.get("transfer") or {}).items():
+        for target, source in transfer.items():
             copies = chosen[chosen["model"] == source].assign(model=target, run_dir=None, score=None,
                                                               basis=f"{source}'s choice (the paper reuses it)")
             chosen = pd.concat([chosen, copies], ignore_index=True)
@@ -187,7 +220,7 @@ class Study:
 
     def report(self, final: pd.DataFrame) -> list[Path]:
         kind = C.choice("study.report", self.spec.report, REPORTS)
-        title = f"{self.spec.title} [{self.profile}]"
+        title = f"{self.spec.title} [{self.profile}]{reporting.synthetic_note(final)}"
         return REPORT_FUNCTIONS[kind](final, self.spec, self.out / self.experiment, title)
 
     def load(self) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -222,6 +255,10 @@ class Study:
         written = self.report(self.final(df, chosen))
         for path in written:
             print(path)
+        if reporting.synthetic_note(df):
+            print(f"\n!! SYNTHETIC DATA: {sorted(df[df['synthetic'].fillna(False).astype(bool)]['dataset'].unique())} "
+                  "replaced by random data of the same shape (the real dataset is absent). These files test the "
+                  "pipeline; they say nothing about the paper.\n", file=sys.stderr)
         if self.failures:
             print(f"!! {len(self.failures)} multirun(s) failed; see jobs.csv", file=sys.stderr)
         return 1 if self.failures else 0
@@ -258,7 +295,7 @@ def _write_table(table: pd.DataFrame, path: Path, title: str) -> list[Path]:
 
 def attack_table(final: pd.DataFrame, spec, path: Path, title: str) -> list[Path]:
     """Tables 1, 2, 4: accuracy under the table's attacks at the table budget."""
-    eps = OmegaConf.to_container(spec.select_eps)
+    eps = budgets(spec)
     rows = final[(final["kind"] == "robustness") & final["attack"].isin(list(spec.select_attacks))]
     rows = rows[rows.apply(lambda r: abs(r["eps"] - eps[r["dataset"]]) < 1e-6, axis=1)]
     keys = ["attack", "model", "setting"] if len(spec.select_attacks) > 1 else ["model", "setting"]

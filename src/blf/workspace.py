@@ -17,6 +17,7 @@ put back.
 from __future__ import annotations
 
 import hashlib
+import json
 import shutil
 from pathlib import Path
 
@@ -38,6 +39,7 @@ class Workspace:
         self.metrics_path = self.root / "metrics.jsonl"
         self.results_path = self.root / "results.jsonl"
         self.hydra_dir = self.root / ".hydra"
+        self.finished_path = self.root / "finished.json"
 
     def checkpoint_path(self, which: str) -> Path:
         C.choice("checkpoint", which, ("best", "last"))
@@ -73,6 +75,17 @@ class Workspace:
 
     def add_results(self, rows: list[dict]) -> list[dict]:
         return records.upsert(self.results_path, rows)
+
+    def mark_finished(self, job_key: str) -> None:
+        """Training and evaluation of this job config are done (config.job_key)."""
+        storage.write_text(self.finished_path, json.dumps({"job_key": job_key}) + "\n")
+
+    def finished_as(self) -> str | None:
+        """The job key of the last job that finished here, if any."""
+        try:
+            return json.loads(self.finished_path.read_text()).get("job_key")
+        except (OSError, ValueError):
+            return None
 
     def save_outcome(self, row: dict, correct: torch.Tensor, index: torch.Tensor) -> str:
         """Store which examples survived the attack of `row`; returns the path for the record."""
