@@ -55,16 +55,8 @@ def blf_vs_tanh(path: Path, z_range: float = 8.0) -> list[Path]:
     return save(fig, path)
 
 
-def method_label(row: pd.Series) -> str:
-    """The paper's legend entries: Baseline, LSQ, LSM, BLF, L-BLF, TRADES, with the value of the
-    tuned hyper-parameter."""
-    name, value = selection.hyperparameter(row)
-    label = selection.method(row)
-    return f"{label} ({SYMBOLS[name]}={value:g})" if name and pd.notna(value) else label
-
-
 def _curves(ax, curve: pd.DataFrame, per255: bool) -> None:
-    curve = curve.assign(label=curve.apply(method_label, axis=1))
+    curve = curve.assign(label=curve.apply(lambda row: selection.label(row, SYMBOLS), axis=1))
     several_attacks = curve["attack"].nunique() > 1
     for (label, attack), group in sorted(curve.groupby(["label", "attack"]), key=lambda item: (selection.method_key(item[0][0]), item[0])):
         stats = group.groupby("eps")["accuracy"].agg(["mean", "std"]).reset_index()
@@ -113,7 +105,8 @@ def norms_vs_accuracy(df: pd.DataFrame, path: Path, eps: float, title: str = "")
     annotated = selection.annotate(df)
     robust = annotated[(annotated["kind"] == "robustness") & (annotated["attack"] == "pgd") & ((annotated["eps"] - eps).abs() < 1e-6)]
     norms = annotated[annotated["kind"] == "norms"]
-    merged = norms.merge(robust[["run_dir", "accuracy"]], on="run_dir")
+    # One frame holds every kind of record: the norm rows carry an empty accuracy column.
+    merged = norms.drop(columns=["accuracy"], errors="ignore").merge(robust[["run_dir", "accuracy"]], on="run_dir")
     fig, axes = plt.subplots(2, 1, figsize=(5.2, 6.4), sharey=True)
     for ax, p in zip(axes, ("l2", "linf")):
         for m, group in sorted(merged.groupby("method"), key=lambda item: selection.method_key(item[0])):

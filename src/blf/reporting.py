@@ -105,10 +105,8 @@ def to_latex(table: pd.DataFrame, caption: str = "") -> str:
 def curve_table(df: pd.DataFrame, facets: Sequence[str], decimals: int = 1) -> pd.DataFrame:
     """Accuracy against eps as a table: one row per (facets, method with its hyper-parameter,
     attack), one column per eps, mean ± std over seeds. `df` must be annotated."""
-    from .figures import method_label
-
     curve = df[df["kind"] == "robustness"]
-    curve = curve.assign(label=curve.apply(method_label, axis=1).str.replace("$", "", regex=False).str.replace("\\", "", regex=False),
+    curve = curve.assign(label=curve.apply(lambda row: selection.label(row, {"lam": "lambda"}), axis=1),
                          eps=curve["eps"].round(8))
     keys = [*facets, "label", "attack"]
     cells = curve.groupby([*keys, "eps"])["accuracy"].apply(lambda v: mean_std(v, decimals)).unstack("eps").fillna("")

@@ -75,6 +75,14 @@ def hyperparameter(row: Mapping) -> tuple[str | None, float | None]:
     return None, None
 
 
+def label(row: Mapping, symbols: Mapping[str, str] | None = None) -> str:
+    """A legend entry or table row: the method with the value of its tuned hyper-parameter,
+    e.g. `BLF (gamma=1)`; `symbols` spells the hyper-parameters (figures use LaTeX)."""
+    name, value = hyperparameter(row)
+    text = method(row)
+    return f"{text} ({(symbols or {}).get(name, name)}={value:g})" if name and pd.notna(value) else text
+
+
 def setting(training: str) -> str:
     """The paper's ST (standard training) / AT (adversarial training, PGD-AT or TRADES)."""
     return "ST" if training == "standard" else "AT"
