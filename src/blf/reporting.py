@@ -58,11 +58,16 @@ def summary(rows: Sequence[dict]) -> str:
     return f"{accuracy_table(rows)}\n\n{verdicts(rows)}"
 
 
+def synthetic_datasets(df: pd.DataFrame) -> list[str]:
+    """The datasets whose records came from synthetic data (the real one was absent)."""
+    if "synthetic" not in df:
+        return []
+    return sorted(df[df["synthetic"].fillna(False).astype(bool)]["dataset"].unique())
+
+
 def synthetic_note(df: pd.DataFrame) -> str:
     """Appended to every title and caption drawn from records of synthetic data."""
-    if "synthetic" not in df:
-        return ""
-    datasets = sorted(df[df["synthetic"].fillna(False).astype(bool)]["dataset"].unique())
+    datasets = synthetic_datasets(df)
     return f" [SYNTHETIC DATA: {', '.join(datasets)}]" if datasets else ""
 
 

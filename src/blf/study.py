@@ -255,8 +255,8 @@ class Study:
         written = self.report(self.final(df, chosen))
         for path in written:
             print(path)
-        if reporting.synthetic_note(df):
-            print(f"\n!! SYNTHETIC DATA: {sorted(df[df['synthetic'].fillna(False).astype(bool)]['dataset'].unique())} "
+        if synthetic := reporting.synthetic_datasets(df):
+            print(f"\n!! SYNTHETIC DATA: {synthetic} "
                   "replaced by random data of the same shape (the real dataset is absent). These files test the "
                   "pipeline; they say nothing about the paper.\n", file=sys.stderr)
         if self.failures:
