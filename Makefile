@@ -7,11 +7,14 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 export PYTHONPATH := src
 export WANDB_MODE ?= offline
-# Reproduction targets: PROFILE=paper (default) or smoke; LAUNCHER=basic|joblib|submitit_local|slurm.
+# Reproduction targets: PROFILE=paper (default) or smoke; LAUNCHER=basic|joblib|submitit_local|slurm;
+# OVERRIDES="key=value ..." go to every job (hydra.launcher.* included), e.g.
+#   make fig4 LAUNCHER=slurm OVERRIDES="hydra.launcher.gpus_per_node=0 hydra.launcher.partition=cpu"
 PROFILE ?= paper
 LAUNCHER ?= basic
 JOBS ?= 2
-STUDY = $(PY) -m blf.study --profile $(PROFILE) --launcher $(LAUNCHER) --jobs $(JOBS)
+OVERRIDES ?=
+study = $(PY) -m blf.study $(1) --profile $(PROFILE) --launcher $(LAUNCHER) --jobs $(JOBS) $(OVERRIDES)
 
 .DEFAULT_GOAL := help
 .PHONY: help install demo test test-all bench fig1 fig2 fig3 fig4 fig5 fig7 table1 table2 table3 table4 table5 \
@@ -19,7 +22,8 @@ STUDY = $(PY) -m blf.study --profile $(PROFILE) --launcher $(LAUNCHER) --jobs $(
 
 help: ## List the targets
 	@grep -hE '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
-	@echo "Variables for fig*/table*: PROFILE=paper|smoke (default paper), LAUNCHER=basic|joblib|submitit_local|slurm, JOBS=N (joblib)"
+	@echo "Variables for fig*/table*: PROFILE=paper|smoke (default paper), LAUNCHER=basic|joblib|submitit_local|slurm, JOBS=N (joblib),"
+	@echo "  OVERRIDES=\"key=value ...\" (added to every job, e.g. trainer.amp=bf16 or hydra.launcher.partition=cpu)"
 
 install: $(STAMP) ## Create .venv from requirements.txt (once; again only if requirements.txt changes)
 
@@ -31,7 +35,7 @@ $(STAMP): requirements.txt pyproject.toml
 	touch $(STAMP)
 
 demo: install ## MNIST: train 2C2F baseline and 2C2F+BLF, PGD over the eps grid, table + plot in results/demo/
-	$(PY) src/train.py -m experiment=demo
+	$(PY) src/train.py -m experiment=demo $(OVERRIDES)
 	$(PY) -m blf.aggregate multirun/demo results/demo --title "Demo: 2C2F on MNIST, 5 epochs, PGD-40 on 500 test images"
 
 test: install ## Fast test suite (a few minutes on 2 CPU cores)
@@ -44,42 +48,42 @@ bench: install ## Throughput benchmarks; writes bench/latest.json
 	$(PY) -m blf.bench --out bench/latest.json
 
 fig1: install ## Fig. 1: logit/pre-logit norms vs PGD accuracy, ResNet-18 CIFAR-10 -> results/fig1/<profile>/
-	$(STUDY) fig1
+	$(call study,fig1)
 
 fig2: install ## Fig. 2: BLF vs tanh with the extrema of Theorem 3 -> results/fig2/
 	$(PY) -m blf.figures fig2 results/fig2
 
 fig3: install ## Fig. 3: MNIST 2C2F/4C3F under PGD, ST and AT, 5 seeds -> results/fig3/<profile>/
-	$(STUDY) fig3
+	$(call study,fig3)
 
 fig4: install ## Fig. 4: CIFAR-10 ResNet-18/WRN-34-10 under PGD, ST and AT, 3 seeds -> results/fig4/<profile>/
-	$(STUDY) fig4
+	$(call study,fig4)
 
 fig5: install ## Fig. 5: BLF under PGD vs tanh-surrogate PGD, ResNet-18 -> results/fig5/<profile>/
-	$(STUDY) fig5
+	$(call study,fig5)
 
 fig7: install ## Fig. 7: sine and single-wave heads vs BLF -> results/fig7/<profile>/
-	$(STUDY) fig7
+	$(call study,fig7)
 
 table1: install ## Table 1: accuracy under SPSA -> results/table1/<profile>/
-	$(STUDY) table1
+	$(call study,table1)
 
 table2: install ## Table 2: accuracy under Square Attack -> results/table2/<profile>/
-	$(STUDY) table2
+	$(call study,table2)
 
 table3: install ## Table 3: L-inf operator norms of ResNet-18's convolutions -> results/table3/<profile>/
-	$(STUDY) table3
+	$(call study,table3)
 
 table4: install ## Table 4: accuracy under APGD-CE and APGD-T -> results/table4/<profile>/
-	$(STUDY) table4
+	$(call study,table4)
 
 table5: install ## Table 5 / Figs. 8-16: input loss surfaces of ResNet-18 -> results/table5/<profile>/
-	$(STUDY) table5
+	$(call study,table5)
 
 paper: fig1 fig2 fig3 fig4 fig5 fig7 table1 table2 table3 table4 table5 ## Every figure and table
 
 wandb-sync: install ## Upload offline W&B runs found under multirun/ and outputs/
 	@find multirun outputs -type d -name 'offline-run-*' 2>/dev/null | xargs -r $(VENV)/bin/wandb sync
 
-lint: install ## ruff (if installed in .venv)
+lint: install ## ruff (pinned in requirements.txt): pyflakes (F841 unused variables included), pycodestyle, imports, bugbear
 	$(VENV)/bin/ruff check src tests

@@ -8,7 +8,10 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 from hydra import compose, initialize_config_dir
+
+from blf import app
 
 REPO = Path(__file__).resolve().parents[1]
 CONF = REPO / "conf"
@@ -36,13 +39,63 @@ def compose_config(config_name: str = "train", overrides: list[str] | tuple = ()
         return compose(config_name=config_name, overrides=list(overrides))
 
 
-def run_app(script: str, *args: str, env: dict | None = None, timeout: int = 600) -> subprocess.CompletedProcess:
-    """Run src/<script> as a user would, from the repository root."""
+@pytest.fixture(autouse=True)
+def _keep_torch_threads():
+    """The apps set torch's thread count for the process (trainer.threads); put it back."""
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
+
+
+def attack_config(name: str, **settings):
+    """An attack's composed config (conf/attack/<name>.yaml on MNIST, resolved) with `settings`."""
+    from omegaconf import OmegaConf
+
+    cfg = compose_config(overrides=[f"attack=[{name}]"])
+    resolved = OmegaConf.to_container(cfg.attack[name], resolve=True)
+    return OmegaConf.create({**resolved, **settings})
+
+
+GROUPS = ("dataset", "model", "head", "regularizer", "training", "attack", "analysis", "eval", "logger", "experiment",
+          "profile")
+
+
+def as_overrides(overrides: dict) -> list[str]:
+    """Hydra overrides from {key: value}: group choices first (their options' keys exist only
+    once chosen); settings of attacks the command does not run left out (they would not compose)."""
+    chosen = str(overrides.get("attack", "[pgd]")).strip("[]").split(",")
+    kept = {k: v for k, v in overrides.items()
+            if v is not None and not (k.startswith("attack.") and k.split(".")[1] not in chosen)}
+    groups = [k for k in kept if k in GROUPS]
+    return [f"{k}={_text(kept[k])}" for k in groups + [k for k in kept if k not in groups]]
+
+
+def _text(value) -> str:
+    if isinstance(value, bool):
+        return str(value).lower()
+    if value is None:
+        return "null"
+    return str(value)
+
+
+def train(run_dir: Path, *overrides: str, tiny: bool = True) -> app.Outcome:
+    """`python src/train.py <overrides>` in process (blf.app.train), into `run_dir`."""
+    return app.train(compose_config("train", [*(TINY if tiny else []), *overrides]), Path(run_dir))
+
+
+def evaluate(run_dir: Path, *overrides: str) -> app.Outcome:
+    """`python src/evaluate.py run_dir=<run_dir> <overrides>` in process (blf.app.evaluate)."""
+    return app.evaluate(compose_config("evaluate", [f"run_dir={run_dir}", *overrides]), Path(run_dir))
+
+
+def run_app(script: str, *args: str, env: dict | None = None, timeout: int = 600,
+            cwd: Path = REPO) -> subprocess.CompletedProcess:
+    """Run src/<script> as a user would, from the repository root (or `cwd`)."""
     environment = {**os.environ, "WANDB_MODE": "disabled", "PYTHONHASHSEED": "0", "PYTHONPATH": str(REPO / "src"),
                    **(env or {})}
     return subprocess.run(
         [sys.executable, str(REPO / "src" / script), *args],
-        cwd=REPO,
+        cwd=cwd,
         env=environment,
         capture_output=True,
         text=True,

@@ -5,9 +5,9 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
+import conftest
 from blf import attacks, data, evaluation, heads, loss_surface, models, operator_norm
 from blf.errors import ConfigError
-from conftest import compose_config
 
 CPU = torch.device("cpu")
 
@@ -15,8 +15,10 @@ CPU = torch.device("cpu")
 @pytest.fixture(scope="module")
 def tiny():
     torch.manual_seed(0)
-    classifier = models.build(OmegaConf.create({"name": "2c2f"}), heads.build(OmegaConf.create({"name": "blf", "gamma": 2.0})), (1, 28, 28), 10)
-    split = data.load(OmegaConf.create({"name": "mnist", "synthetic": True, "synthetic_train": 8, "synthetic_test": 6, "synthetic_seed": 0})).test
+    head = heads.build(OmegaConf.create({"name": "blf", "gamma": 2.0}))
+    classifier = models.build(OmegaConf.create({"name": "2c2f"}), head, (1, 28, 28), 10)
+    split = data.load(OmegaConf.create({"name": "mnist", "synthetic": True, "synthetic_train": 8, "synthetic_test": 6,
+                                        "synthetic_seed": 0, "n_train": None})).test
     return classifier.eval(), split
 
 
@@ -33,8 +35,7 @@ FAST = {
 
 
 def attack_config(name, **extra):
-    cfg = compose_config(overrides=[f"attack=[{name}]"]).attack[name]
-    return OmegaConf.merge(cfg, {**FAST[name], "eps": [0.1], **extra})
+    return conftest.attack_config(name, **{**FAST[name], "eps": [0.1], **extra})
 
 
 @pytest.mark.parametrize("name", sorted(FAST))
@@ -57,7 +58,7 @@ def test_each_attack_runs_within_budget(tiny, name):
 
 
 def test_paper_settings_live_in_config():
-    cfg = compose_config(overrides=["attack=[pgd,spsa,square,apgd_ce,apgd_t]"]).attack
+    cfg = conftest.compose_config(overrides=["attack=[pgd,spsa,square,apgd_ce,apgd_t]"]).attack
     assert (cfg.spsa.eps, cfg.spsa.delta, cfg.spsa.lr, cfg.spsa.nb_iter, cfg.spsa.nb_sample) == ([0.15], 0.01, 0.01, 40, 2048)
     assert (cfg.square.n_queries, cfg.square.loss) == (5000, "margin")
     assert (cfg.apgd_ce.n_restarts, cfg.apgd_t.n_restarts) == (5, 5)

@@ -8,6 +8,7 @@ from torch import nn
 from blf import attacks, evaluation, heads, models
 from blf.data import Split
 from blf.errors import ConfigError
+from conftest import attack_config
 
 
 @pytest.fixture(scope="module")
@@ -25,7 +26,7 @@ def batch():
 
 def pgd_attack(**overrides):
     cfg = {"eps": [0.0, 0.1], "nb_iter": 10, "eps_iter": 0.02, "rand_init": True, "implementation": "native", **overrides}
-    return attacks.build("pgd", OmegaConf.create(cfg))
+    return attacks.build("pgd", attack_config("pgd", **cfg))
 
 
 @pytest.mark.parametrize("implementation", ["native", "advertorch"])

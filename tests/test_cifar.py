@@ -8,10 +8,10 @@ import torch
 import torchvision
 from omegaconf import OmegaConf
 
-from blf import app, data, evaluation, heads, models, training, trainer
+from blf import data, heads, models, training
 from blf.errors import ConfigError, DataError
 from blf.regularizers import Regularizer
-from conftest import compose_config
+from conftest import compose_config, train
 
 CPU = torch.device("cpu")
 TINY_NETS = {
@@ -19,14 +19,6 @@ TINY_NETS = {
     "wrn34_10": ["model.depth=10", "model.widen_factor=1"],
 }
 HEADS = ["identity", "tanh", "sigmoid", "blf", "lblf", "sine", "single_wave"]
-
-
-def tiny_cfg(model, head="identity", mode="standard", *extra):
-    return compose_config(overrides=[
-        "dataset=cifar10", f"model={model}", f"head={head}", f"training={mode}", *TINY_NETS[model],
-        "dataset.synthetic=true", "dataset.synthetic_train=32", "dataset.synthetic_test=8",
-        "training.nb_iter=2" if mode != "standard" else "seed=0", *extra,
-    ])
 
 
 def test_cifar_threat_model_and_recipes():
@@ -49,26 +41,24 @@ def test_cifar_threat_model_and_recipes():
 @pytest.mark.parametrize("model", sorted(TINY_NETS))
 @pytest.mark.parametrize("head", HEADS)
 @pytest.mark.parametrize("mode", ["standard", "pgd_at", "trades"])
-def test_every_cifar_configuration_trains_and_evaluates(model, head, mode):
-    cfg = tiny_cfg(model, head, mode, "attack.pgd.nb_iter=1", "attack.pgd.eps=[0.0,0.03]")
-    dataset = data.load(cfg.dataset)
-    regularizer, mode_obj, attacks = app.build_parts(cfg, dataset.num_classes)
-    torch.manual_seed(0)
-    classifier = app.build_classifier(cfg, dataset)
-    optimizer, _ = app.build_optimizer(cfg, classifier)
-    augment = data.augmentation(cfg.dataset, CPU, 0)
-    loss, _ = trainer.train_epoch(classifier, dataset.train, mode_obj, regularizer, optimizer, batch_size=16,
-                                  generator=torch.Generator().manual_seed(0), device=CPU, augment=augment, progress=False)
-    assert torch.isfinite(torch.tensor(loss))
-    norms, outcomes = evaluation.evaluate(classifier, dataset.test, attacks, seed=0, batch_size=8, device=CPU,
-                                          num_classes=10, progress=False)
-    assert [row["eps"] for row, _ in outcomes] == [0.0, 0.03] and norms["logit_l2"] >= 0
+def test_every_cifar_configuration_trains_and_evaluates(tmp_path, model, head, mode):
+    outcome = train(tmp_path, "dataset=cifar10", f"model={model}", f"head={head}", f"training={mode}", *TINY_NETS[model],
+                    "dataset.synthetic_train=32", "dataset.synthetic_test=8", "trainer.batch_size=16", "trainer.epochs=1",
+                    "eval.n=8", "eval.batch_size=8", "attack.pgd.nb_iter=1", "attack.pgd.eps=[0.0,0.03]",
+                    "eval.integrity.enabled=false", *(["training.nb_iter=2"] if mode != "standard" else []))
+    assert torch.isfinite(torch.tensor(outcome.progress.history[0]["train_loss"]))
+    curve = [r for r in outcome.rows if r["kind"] == "robustness"]
+    assert [r["eps"] for r in curve] == [0.0, 0.03] and all(r["augmented"] is True for r in curve)
+    assert [r["logit_l2"] >= 0 for r in outcome.rows if r["kind"] == "norms"] == [True]
 
 
 def test_networks_have_the_paper_shapes():
-    rn18 = models.build(OmegaConf.create({"name": "resnet18"}), heads.Identity(), (3, 32, 32), 10).network
+    def model(name, *overrides):
+        return compose_config(overrides=["dataset=cifar10", f"model={name}", *overrides]).model
+
+    rn18 = models.build(model("resnet18"), heads.Identity(), (3, 32, 32), 10).network
     assert sum(p.numel() for p in rn18.parameters()) == 11_173_962  # the usual CIFAR ResNet-18
-    wrn = models.build(OmegaConf.create({"name": "wrn34_10"}), heads.Identity(), (3, 32, 32), 10).network
+    wrn = models.build(model("wrn34_10"), heads.Identity(), (3, 32, 32), 10).network
     assert sum(p.numel() for p in wrn.parameters()) == 46_160_474  # TRADES' WRN-34-10 (without its unused block)
     assert wrn.fc.in_features == 640 and len(wrn.blocks) == 15
 
@@ -77,7 +67,7 @@ def test_models_refuse_the_wrong_image_size():
     with pytest.raises(ConfigError, match="model=2c2f takes 28x28 images.*allowed models for it: resnet18, wrn34_10"):
         models.build(OmegaConf.create({"name": "2c2f"}), heads.Identity(), (3, 32, 32), 10)
     with pytest.raises(ConfigError, match="model.depth=12"):
-        models.build(OmegaConf.create({"name": "wrn34_10", "depth": 12}), heads.Identity(), (3, 32, 32), 10)
+        models.build(compose_config(overrides=["model=wrn34_10", "model.depth=12"]).model, heads.Identity(), (3, 32, 32), 10)
 
 
 def test_missing_cifar_says_what_to_do(tmp_path, monkeypatch):
@@ -86,7 +76,8 @@ def test_missing_cifar_says_what_to_do(tmp_path, monkeypatch):
 
     monkeypatch.setattr(torchvision.datasets, "CIFAR10", offline)
     with pytest.raises(DataError) as error:
-        data.load(OmegaConf.create({"name": "cifar10", "root": str(tmp_path), "download": True}))
+        data.load(OmegaConf.create({"name": "cifar10", "root": str(tmp_path), "download": True, "synthetic": False,
+                                    "n_train": None}))
     message = str(error.value)
     assert str(tmp_path) in message and "cifar-10-batches-py" in message and "dataset.synthetic=true" in message
 
@@ -108,7 +99,8 @@ class TestTrades:
     @pytest.fixture
     def setup(self):
         torch.manual_seed(0)
-        classifier = models.build(OmegaConf.create({"name": "2c2f"}), heads.build(OmegaConf.create({"name": "blf", "gamma": 1.0})), (1, 28, 28), 10)
+        head = heads.build(OmegaConf.create({"name": "blf", "gamma": 1.0}))
+        classifier = models.build(OmegaConf.create({"name": "2c2f"}), head, (1, 28, 28), 10)
         x = torch.rand(8, 1, 28, 28)
         y = torch.randint(10, (8,))
         return classifier, x, y
@@ -160,7 +152,8 @@ def test_real_cifar_files_become_uint8_tensors(tmp_path, monkeypatch):
         pickle.dump({"label_names": [str(i) for i in range(10)]}, handle)
     monkeypatch.setattr(torchvision.datasets.CIFAR10, "_check_integrity", lambda self: True)
     monkeypatch.setattr(torchvision.datasets.cifar, "check_integrity", lambda *args: True)  # fake files, fake MD5s
-    dataset = data.load(OmegaConf.create({"name": "cifar10", "root": str(tmp_path), "download": False}))
+    dataset = data.load(OmegaConf.create({"name": "cifar10", "root": str(tmp_path), "download": False, "synthetic": False,
+                                          "n_train": None}))
     assert dataset.train.images.shape == (20, 3, 32, 32) and dataset.train.images.dtype == torch.uint8
     assert dataset.test.labels.tolist() == [1, 2, 3, 4]
     # Row-major CIFAR layout: 1024 red values, then green, then blue.

@@ -5,11 +5,10 @@ import itertools
 import pytest
 import torch
 from hydra.errors import MissingConfigException
-from omegaconf import OmegaConf
 
-from blf import app, data, trainer
+from blf import assembly, identity, storage
 from blf.errors import ConfigError
-from conftest import CONF, compose_config
+from conftest import CONF, compose_config, train
 
 GROUPS = ["dataset", "model", "head", "regularizer", "training", "attack", "eval", "logger"]
 
@@ -51,29 +50,26 @@ def test_unknown_group_option_lists_the_available_ones():
     assert "head/relu" in str(error.value)
 
 
-def one_step(overrides):
-    tiny = ["dataset.synthetic=true", "dataset.synthetic_train=32", "dataset.synthetic_test=8"]
+def one_epoch(tmp_path, overrides):
+    """One epoch of the train app on 32 synthetic images: (first epoch's loss, whether it moved the weights)."""
+    tiny = ["trainer.epochs=1", "dataset.synthetic_train=32", "dataset.synthetic_test=32", "trainer.batch_size=16",
+            "attack.pgd.eps=[0.0]", "eval.integrity.enabled=false", "analysis=[]"]
     if "training=pgd_at" in overrides:
         tiny.append("training.nb_iter=2")
-    cfg = compose_config(overrides=[*overrides, *tiny])
-    dataset = data.load(cfg.dataset)
-    regularizer, mode, _ = app.build_parts(cfg, dataset.num_classes)
-    torch.manual_seed(0)
-    classifier = app.build_classifier(cfg, dataset)
-    optimizer, _ = app.build_optimizer(cfg, classifier)
-    before = [p.detach().clone() for p in classifier.parameters()]
-    loss, acc = trainer.train_epoch(classifier, dataset.train, mode, regularizer, optimizer, batch_size=16,
-                                    generator=torch.Generator().manual_seed(0), device=torch.device("cpu"), progress=False)
-    changed = any(not torch.equal(a, b) for a, b in zip(before, classifier.parameters()))
-    return loss, changed
+    outcome = train(tmp_path, *overrides, *tiny)
+    initial = assembly.for_training(compose_config(overrides=[*overrides, *tiny, "dataset.synthetic=true"])).classifier
+    trained = storage.load_checkpoint(tmp_path / "checkpoints" / "last.pt")["model"]
+    changed = any(not torch.equal(v, trained[k]) for k, v in initial.state_dict().items())
+    return outcome.progress.history[0]["train_loss"], changed
 
 
 @pytest.mark.parametrize("model, head, regularizer, training", [
     *[("2c2f", h, "none", "standard") for h in ["identity", "tanh", "sigmoid", "blf", "lblf", "sine", "single_wave"]],
-    *[(m, "blf", r, t) for m, r, t in itertools.product(["2c2f", "4c3f"], ["none", "logit_squeezing", "label_smoothing"], ["standard", "pgd_at"])],
+    *[(m, "blf", r, t) for m, r, t in itertools.product(["2c2f", "4c3f"], ["none", "logit_squeezing", "label_smoothing"],
+                                                          ["standard", "pgd_at"])],
 ])
-def test_every_combination_trains(model, head, regularizer, training):
-    loss, changed = one_step([f"model={model}", f"head={head}", f"regularizer={regularizer}", f"training={training}"])
+def test_every_combination_trains(tmp_path, model, head, regularizer, training):
+    loss, changed = one_epoch(tmp_path, [f"model={model}", f"head={head}", f"regularizer={regularizer}", f"training={training}"])
     assert torch.isfinite(torch.tensor(loss)) and loss > 0
     assert changed
 
@@ -90,19 +86,21 @@ def test_out_of_range_values_are_refused_by_name(override, key):
     group = override.split(".")[0]
     choice = {"head": "head=blf", "regularizer": "regularizer=logit_squeezing" if "lam" in override else "regularizer=label_smoothing",
               "training": "training=pgd_at", "attack": "attack=[pgd]"}[group]
-    cfg = compose_config(overrides=[choice, override])
+    cfg = compose_config(overrides=[choice, override, "dataset.synthetic=true"])
     with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
-        app.build_parts(cfg, 10)
-        app.build_classifier(cfg, data.load(OmegaConf.merge(cfg.dataset, {"synthetic": True})))
+        assembly.for_training(cfg)
 
 
 def test_run_names_come_from_the_model_defining_overrides():
-    from blf.config import run_name
+    run_name = identity.run_name
 
     assert run_name([]) == "default"
     assert run_name(["seed=1", "head=blf", "head.gamma=1.5"]) == "head.gamma:1.5+head:blf+seed:1"
     # Evaluation, logging and placement do not name the folder: they do not change the model.
     assert run_name(["head=blf", "eval.n=100", "attack=[pgd,spsa]", "logger=none", "+experiment=demo", "device=cpu"]) == "head:blf"
-    assert run_name(["dataset.root=/tmp/x,y"]) == "dataset.root:_tmp_x_y"
+    # How long a run trains does not name it: raising trainer.epochs continues the same folder.
+    assert run_name(["head=blf", "trainer.epochs=7"]) == "head:blf"
+    assert run_name(["trainer.threads=1", "dataset.root=/data", "paths.data_dir=/d", "study.title=x"]) == "default"
+    assert run_name(["dataset.n_train=/tmp/x,y"]) == "dataset.n_train:_tmp_x_y"
     long = run_name([f"k{i}=v" * 10 for i in range(40)])
     assert len(long) <= 200 and long != run_name([f"k{i}=w" * 10 for i in range(40)])

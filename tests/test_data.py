@@ -59,7 +59,8 @@ def test_unpickler_refuses_anything_but_arrays():
 
 
 def synthetic_cfg(**extra):
-    return OmegaConf.create({"name": "mnist", "synthetic": True, "synthetic_train": 300, "synthetic_test": 50, "synthetic_seed": 0, **extra})
+    return OmegaConf.create({"name": "mnist", "synthetic": True, "synthetic_train": 300, "synthetic_test": 50, "synthetic_seed": 0,
+                             "n_train": None, **extra})
 
 
 def test_synthetic_data_is_deterministic_and_shaped_like_the_real_one():

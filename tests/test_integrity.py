@@ -6,6 +6,7 @@ from omegaconf import OmegaConf
 from torch import nn
 
 from blf import attacks, data, evaluation, heads, integrity, models
+from conftest import attack_config
 
 CHECKS = OmegaConf.create({
     "monotonic_tolerance": 0.5,
@@ -27,7 +28,8 @@ class Quantize(nn.Module):
 
 @pytest.fixture(scope="module")
 def dataset():
-    cfg = OmegaConf.create({"name": "mnist", "synthetic": True, "synthetic_train": 3000, "synthetic_test": 200, "synthetic_seed": 0})
+    cfg = OmegaConf.create({"name": "mnist", "synthetic": True, "synthetic_train": 3000, "synthetic_test": 200, "synthetic_seed": 0,
+                            "n_train": None})
     return data.load(cfg)
 
 
@@ -56,8 +58,9 @@ def masked_version(classifier):
 
 def assess(classifier, dataset):
     suite = [
-        attacks.build("pgd", OmegaConf.create({"eps": [0.0, 0.05, 0.1, 0.2], "nb_iter": 20, "eps_iter": 0.01})),
-        attacks.build("square", OmegaConf.create({"eps": [0.1], "n_queries": 300, "p_init": 0.8, "n_restarts": 1, "loss": "margin", "seed": 0})),
+        attacks.build("pgd", attack_config("pgd", eps=[0.0, 0.05, 0.1, 0.2], nb_iter=20, eps_iter=0.01)),
+        attacks.build("square", attack_config("square", eps=[0.1], n_queries=300, p_init=0.8, n_restarts=1, loss="margin",
+                                              seed=0)),
     ]
     _, outcomes = evaluation.evaluate(classifier, dataset.test, suite, seed=0, batch_size=100, device=CPU, num_classes=10, progress=False)
     verdicts = integrity.run(classifier, dataset.test, outcomes, CHECKS, batch_size=100, device=CPU, seed=0)

@@ -84,9 +84,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: no records below {args.sweep}", file=sys.stderr)
         return 2
     write(df, jobs, args.out)
+    for note in reporting.provenance_notes(df):
+        print(f"!! {note}", file=sys.stderr)
     table = reporting.accuracy_table(df)
     storage.write_text(args.out / "accuracy.md", table + "\n")
-    figures.accuracy_vs_eps(df, args.out / "accuracy_vs_eps", title=args.title + reporting.synthetic_note(df))
+    figures.accuracy_vs_eps(df, args.out / "accuracy_vs_eps", title=args.title + reporting.synthetic_note(df)
+                            + reporting.provenance_note(df))
     print(table)
     print(f"records, table and figure: {args.out}/")
     return 0

@@ -1,73 +1,96 @@
-"""What the two Hydra apps (src/train.py, src/evaluate.py) share: building the objects a config
-names, choosing the device, and turning user errors into one clear line."""
+"""The two apps, whole: `train(cfg)` (src/train.py) and `evaluate(cfg)` (src/evaluate.py).
+
+Each takes a composed config and does everything its command does; the scripts only wrap them
+in `@hydra.main` and turn user errors into one line (`user_errors`). Tests call these functions
+in process on composed configs, so they test the path users take.
+"""
 
 from __future__ import annotations
 
+import logging
 import sys
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
-from hydra.utils import instantiate
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
-from . import attacks, heads, models, regularizers, training
+from . import assembly, assess, identity, reporting, tracking, trainer
 from . import config as C
 from .allocator import keep_freed_memory
-from .data import Dataset
 from .errors import BLFError, ConfigError, DataError
 from .workspace import Workspace
 
+log = logging.getLogger(__name__)
 
-def run_dir() -> Path:
+
+@dataclass(frozen=True)
+class Outcome:
+    """What an app call did: the run folder, its records for the evaluated checkpoint and
+    subset, the records this call added, and (training) the run's progress."""
+
+    run_dir: Path
+    rows: list[dict]
+    added: list[dict]
+    progress: trainer.Progress | None
+
+
+def hydra_run_dir() -> Path:
     return Path(HydraConfig.get().runtime.output_dir)
-
-
-def device(name: str) -> torch.device:
-    """`auto` picks CUDA when present; `cpu`, `cuda` and `cuda:N` are taken as given."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cpu" or name.startswith("cuda"):
-        if name.startswith("cuda") and not torch.cuda.is_available():
-            raise ConfigError(f"device={name!r} but CUDA is not available here; allowed: auto, cpu")
-        return torch.device(name)
-    raise ConfigError(f"device={name!r} is not a device; allowed: auto, cpu, cuda, cuda:N")
 
 
 def configure_cpu(threads: int | None) -> None:
     """Cap torch's CPU threads (parallel sweep jobs must not oversubscribe the cores) and keep
     freed memory for reuse (allocator.py)."""
-    if threads:
+    if threads is not None:
         torch.set_num_threads(C.integer("trainer.threads", threads, ge=1))
     keep_freed_memory()
 
 
-def build_classifier(cfg: DictConfig, data: Dataset) -> models.Classifier:
-    classifier = models.build(cfg.model, heads.build(cfg.head), data.image_shape, data.num_classes)
-    if cfg.trainer.get("channels_last", False):
-        # NHWC convolutions and pooling: ~1.7x faster training and ~2x faster PGD for 2C2F on
-        # CPU (oneDNN), and the fast layout on GPUs. Inputs need no conversion.
-        classifier = classifier.to(memory_format=torch.channels_last)
-    return classifier
+def train(cfg: DictConfig, run_dir: Path | None = None) -> Outcome:
+    """Train the run `cfg` describes in `run_dir` (default: Hydra's run folder), resuming it if
+    the folder holds a checkpoint, then evaluate its selected checkpoint."""
+    workspace = Workspace(run_dir or hydra_run_dir())
+    configure_cpu(cfg.trainer.threads)
+    run = assembly.for_training(cfg)
+    with tracking.start(cfg.logger, run.config, workspace.root, job_type="train") as tracker:
+        progress = trainer.fit(workspace, run, tracker)
+        rows, added = assess.assess(workspace, run, tracker, skip_done=True)
+    workspace.mark_finished(identity.job_key(run.config))
+    log.info("best epoch %d: clean test accuracy %.2f%%", progress.best_epoch, progress.best_accuracy)
+    log.info("%s", reporting.summary(rows))
+    log.info("run folder: %s", workspace.root)
+    return Outcome(workspace.root, rows, added, progress)
 
 
-def build_parts(cfg: DictConfig, num_classes: int):
-    """(regularizer, training mode, attacks): built first, so bad values fail before any work."""
-    return (
-        regularizers.build(cfg.regularizer, num_classes),
-        training.build(cfg.training),
-        attacks.build_all(cfg.get("attack")),
-    )
+def evaluate(cfg: DictConfig, run_dir: Path | None = None) -> Outcome:
+    """Evaluate the trained run in `run_dir` (default: `cfg.run_dir` as Hydra's run folder).
 
-
-def build_optimizer(cfg: DictConfig, classifier: models.Classifier):
-    C.number("optim.lr", cfg.optim.lr, gt=0)
-    C.number("optim.weight_decay", cfg.optim.weight_decay, ge=0)
-    optimizer = instantiate(cfg.optim)(classifier.parameters())
-    scheduler = instantiate(cfg.scheduler)(optimizer)
-    return optimizer, scheduler
+    The run's settings come from its checkpoint; every key of this command's config (attacks,
+    analyses, `eval`, logger, device, progress) replaces the run's. Interpolations such as
+    `${dataset.threat.eval_eps}` resolve against the run's dataset."""
+    workspace = Workspace(run_dir or hydra_run_dir())
+    try:
+        saved = workspace.load(cfg.eval.checkpoint)
+    finally:
+        workspace.remove_if_fresh()  # Hydra created the folder if run_dir did not exist
+    run_cfg = OmegaConf.create(saved["config"])
+    for key in cfg:
+        if key != "run_dir":
+            run_cfg[key] = cfg[key]
+    for key in ("attack", "analysis"):  # `attack=[]` or `analysis=[]` on this command removes the key
+        if key not in cfg:
+            run_cfg[key] = {}
+    configure_cpu(run_cfg.trainer.threads)
+    run = assembly.for_evaluation(run_cfg)
+    with tracking.start(run_cfg.logger, run.config, workspace.root, job_type="eval") as tracker:
+        rows, added = assess.assess(workspace, run, tracker, skip_done=False)
+    log.info("%s", reporting.summary(rows))
+    log.info("records: %s", workspace.results_path)
+    return Outcome(workspace.root, rows, added, None)
 
 
 def in_multirun() -> bool:
@@ -75,6 +98,14 @@ def in_multirun() -> bool:
         return HydraConfig.get().mode == RunMode.MULTIRUN
     except ValueError:  # no Hydra context (tests calling functions directly)
         return False
+
+
+def _report(message: str) -> None:
+    """To stderr and the run's log: through logging where Hydra configured it, else printed."""
+    if logging.getLogger().handlers:
+        log.error("%s", message)
+    else:
+        print(message, file=sys.stderr)
 
 
 @contextmanager
@@ -88,8 +119,7 @@ def user_errors(workspace: Workspace | None = None):
     except BLFError as error:
         if workspace is not None and isinstance(error, (ConfigError, DataError)):
             workspace.remove_if_fresh()
-        print(f"error: {error}", file=sys.stderr)
+        _report(f"error: {error}")
         if in_multirun():
             raise
         sys.exit(2)
-

@@ -8,65 +8,125 @@ it runs under the run's precision policy (`trainer.amp`).
 
 from __future__ import annotations
 
+import logging
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import torch
 from omegaconf import DictConfig
 
 from . import config as C
 from . import evaluation, figures, integrity, loss_surface, operator_norm, precision, records, storage
-from .data import Dataset
 from .workspace import Workspace
 
+if TYPE_CHECKING:
+    from .assembly import Assembly
+
+log = logging.getLogger(__name__)
+
 ANALYSES = ("operator_norm", "loss_surface")
+CHECKPOINTS = ("best", "last")
+
+
+@dataclass(frozen=True)
+class EvalSettings:
+    """How a checkpoint is evaluated (the `eval` and `analysis` keys, the run's precision
+    policy and `progress`); checked when the run is assembled, before any training."""
+
+    checkpoint: str
+    n: int | None
+    seed: int
+    batch_size: int
+    analyses: tuple[str, ...]
+    integrity: DictConfig
+    loss_surface: DictConfig
+    amp: str
+    progress: bool
+
+    @classmethod
+    def from_config(cls, cfg: DictConfig) -> EvalSettings:
+        spec = cfg.eval
+        # `analysis=[]` removes the key altogether.
+        analyses = tuple(C.choice("analysis", name, ANALYSES) for name in (cfg.get("analysis") or {}))
+        if "loss_surface" in analyses:
+            surface = spec.loss_surface
+            C.choice("eval.loss_surface.split", surface.split, ("train", "test"))
+            C.integer("eval.loss_surface.points", surface.points, ge=1)
+            C.number("eval.loss_surface.radius", surface.radius, gt=0)
+            C.number("eval.loss_surface.step", surface.step, gt=0)
+            C.integer("eval.loss_surface.batch_size", surface.batch_size, ge=1)
+        return cls(
+            checkpoint=C.choice("eval.checkpoint", spec.checkpoint, CHECKPOINTS),
+            n=None if spec.n is None else C.integer("eval.n", spec.n, ge=1),
+            seed=C.integer("eval.seed", spec.seed),
+            batch_size=C.integer("eval.batch_size", spec.batch_size, ge=1),
+            analyses=analyses,
+            integrity=spec.integrity,
+            loss_surface=spec.loss_surface,
+            amp=precision.policy(cfg.trainer.amp),
+            progress=C.boolean("progress", cfg.progress),
+        )
 
 
 class Assessment:
     """One checkpoint of one run, evaluated on one subset of the test set."""
 
-    def __init__(self, workspace: Workspace, cfg: DictConfig, config: dict, dataset: Dataset, classifier, parts, device):
-        self.workspace, self.cfg, self.dataset, self.classifier, self.device = workspace, cfg, dataset, classifier, device
-        regularizer, mode, self.attacks = parts
-        self.analyses = cfg.get("analysis") or {}
-        for name in self.analyses:
-            C.choice("analysis", name, ANALYSES)
-        self.which = cfg.eval.checkpoint
+    def __init__(self, workspace: Workspace, run: Assembly):
+        self.workspace, self.assembly, self.settings = workspace, run, run.evaluation
+        self.dataset, self.classifier, self.device, self.attacks = run.dataset, run.classifier, run.device, run.attacks
+        self.which = self.settings.checkpoint
         state = workspace.load(self.which)
-        classifier.load_state_dict(state["model"])
+        self.classifier.load_state_dict(state["model"])
         self.epoch = state["epoch"]
         # Clean accuracy on the whole test set at the selected epoch (hyper-parameter selection).
         clean = state["test_acc"] if "test_acc" in state else state["history"][-1]["test_acc"]
-        self.batch_size = C.integer("eval.batch_size", cfg.eval.batch_size, ge=1)
-        self.index = dataset.test.subset_index(cfg.eval.n, cfg.eval.seed)
-        self.subset = dataset.test.take(self.index.to(dataset.test.labels.device))
-        self.seed = cfg.eval.seed
-        self.amp = config.get("trainer", {}).get("amp")
-        self.progress = cfg.get("progress", True)
+        trained = state.get("trained") or {}
+        self.batch_size = self.settings.batch_size
+        self.index = run.dataset.test.subset_index(self.settings.n, self.settings.seed)
+        self.subset = run.dataset.test.take(self.index.to(run.dataset.test.labels.device))
+        self.seed = self.settings.seed
         self.common = {
-            **records.identity(config, classifier.head.describe(), regularizer.describe(), mode.describe(),
-                               {"synthetic": dataset.synthetic}),
+            **records.identity_columns(run.config, self.classifier.head.describe(), run.regularizer.describe(),
+                                       run.training.describe(), {"synthetic": run.dataset.synthetic}),
             "checkpoint": self.which, "checkpoint_epoch": self.epoch, "clean_test_acc": clean,
             "n": len(self.subset), "eval_seed": self.seed,
+            **records.provenance(trained), "augmented": trained.get("augmented"), "threads": torch.get_num_threads(),
             "evaluated_at": records.now(), "run_dir": str(workspace.root),
         }
 
     def mine(self, row: dict) -> bool:
-        """Whether a recorded row belongs to this checkpoint and subset."""
-        return all(row.get(k) == self.common[k] for k in ("checkpoint", "checkpoint_epoch", "n", "eval_seed"))
+        """Whether a recorded row belongs to this checkpoint (trained this long) and subset."""
+        return all(row.get(k) == self.common[k] for k in ("checkpoint", "checkpoint_epoch", "epochs", "n", "eval_seed"))
 
     def recorded(self) -> list[dict]:
         return [r for r in self.workspace.results() if self.mine(r)]
 
     def done(self) -> bool:
-        wanted = {(a.name, e) for a in self.attacks for e in a.eps}
-        return wanted <= {(r.get("attack"), r.get("eps")) for r in self.recorded() if r["kind"] == "robustness"}
+        """Whether every record this evaluation would write is there: each attack at each eps, the
+        worst case at each eps, the integrity verdicts and the analyses (a run killed after the
+        attacks but before the rest is not done)."""
+        rows = self.recorded()
+        have = {(r.get("kind"), r.get("attack"), r.get("eps")) for r in rows}
+        eps = {e for a in self.attacks for e in a.eps}
+        wanted = {("robustness", a.name, e) for a in self.attacks for e in a.eps} | {
+            ("worst_case", "worst_case", e) for e in eps}
+        kinds = {r.get("kind") for r in rows}
+        if self.attacks and self.settings.integrity.enabled:
+            kinds_wanted = {"integrity"}
+        else:
+            kinds_wanted = set()
+        kinds_wanted |= {"operator_norm_summary" if a == "operator_norm" else a for a in self.settings.analyses}
+        return wanted <= have and kinds_wanted <= kinds
 
     def run(self) -> tuple[list[dict], list[integrity.Verdict]]:
         """(rows added, verdicts)."""
-        with precision.autocast(self.device, self.amp):
+        with precision.autocast(self.device, self.settings.amp):
             new_rows = self.attack_rows() + self.analysis_rows()
             self.workspace.add_results(new_rows)
             derived, verdicts = self.derived_rows()
-        if precision.policy(self.amp) == "bf16" and self.cfg.eval.integrity.enabled:
+        if self.settings.amp == "bf16" and self.settings.integrity.enabled:
             verdicts.append(integrity.precision_agreement(self.classifier, self.subset, self.batch_size, self.device,
-                                                          self.cfg.eval.integrity.get("precision_tolerance", 1.0)))
+                                                          self.settings.integrity.precision_tolerance))
             derived += [{**self.common, **r} for r in integrity.as_rows(verdicts[-1:])]
         self.workspace.add_results(derived)
         return new_rows + derived, verdicts
@@ -74,7 +134,7 @@ class Assessment:
     def attack_rows(self) -> list[dict]:
         norms, outcomes = evaluation.evaluate(
             self.classifier, self.subset, self.attacks, seed=self.seed, batch_size=self.batch_size, device=self.device,
-            num_classes=self.dataset.num_classes, progress=self.progress)
+            num_classes=self.dataset.num_classes, progress=self.settings.progress)
         rows = [{**self.common, **norms}]
         for row, correct in outcomes:
             row = {**self.common, **row}
@@ -84,11 +144,11 @@ class Assessment:
 
     def analysis_rows(self) -> list[dict]:
         rows = []
-        if "operator_norm" in self.analyses:
+        if "operator_norm" in self.settings.analyses:
             layers = operator_norm.layer_norms(self.classifier)
             rows += [{**self.common, **r} for r in layers] + [{**self.common, **operator_norm.summary(layers)}]
-        if "loss_surface" in self.analyses:
-            rows += self.loss_surface_rows(self.cfg.eval.loss_surface)
+        if "loss_surface" in self.settings.analyses:
+            rows += self.loss_surface_rows(self.settings.loss_surface)
         return rows
 
     def derived_rows(self) -> tuple[list[dict], list[integrity.Verdict]]:
@@ -97,20 +157,18 @@ class Assessment:
         outcomes = [(r, self.workspace.load_outcome(r)["correct"]) for r in robust]
         rows = [{**self.common, **r} for r in evaluation.worst_case(outcomes)]
         verdicts = []
-        if self.cfg.eval.integrity.enabled and self.attacks and outcomes:  # not for analysis-only calls
-            verdicts = integrity.run(self.classifier, self.subset, outcomes, self.cfg.eval.integrity,
-                                     batch_size=self.batch_size, device=self.device, seed=self.seed, progress=self.progress)
+        if self.settings.integrity.enabled and self.attacks and outcomes:  # not for analysis-only calls
+            verdicts = integrity.run(self.classifier, self.subset, outcomes, self.settings.integrity,
+                                     batch_size=self.batch_size, device=self.device, seed=self.seed,
+                                     progress=self.settings.progress)
             rows += [{**self.common, **r} for r in integrity.as_rows(verdicts)]
         return rows, verdicts
 
     def loss_surface_rows(self, cfg) -> list[dict]:
-        split_name = C.choice("eval.loss_surface.split", cfg.split, ("train", "test"))
         axis, index, surfaces, rows = loss_surface.compute(
-            self.classifier, getattr(self.dataset, split_name),
-            points=C.integer("eval.loss_surface.points", cfg.points, ge=1),
-            radius=C.number("eval.loss_surface.radius", cfg.radius, gt=0),
-            step=C.number("eval.loss_surface.step", cfg.step, gt=0),
-            seed=cfg.seed, clip=bool(cfg.clip), batch_size=cfg.batch_size, device=self.device)
+            self.classifier, getattr(self.dataset, cfg.split), points=cfg.points, radius=cfg.radius, step=cfg.step,
+            seed=cfg.seed, clip=C.boolean("eval.loss_surface.clip", cfg.clip), batch_size=cfg.batch_size,
+            device=self.device)
         folder = self.workspace.root / "analysis"
         storage.save_checkpoint({"axis": axis, "index": index, "surfaces": surfaces}, folder / "loss_surface.pt")
         c = self.common
@@ -119,13 +177,12 @@ class Assessment:
         return [{**c, **r, "arrays": "analysis/loss_surface.pt"} for r in rows]
 
 
-def assess(workspace: Workspace, cfg: DictConfig, config: dict, dataset: Dataset, classifier, parts, device,
-           tracker, *, skip_done: bool) -> tuple[list[dict], list[integrity.Verdict]]:
-    """(rows recorded for this checkpoint and subset, integrity verdicts of this call)."""
-    assessment = Assessment(workspace, cfg, config, dataset, classifier, parts, device)
+def assess(workspace: Workspace, run: Assembly, tracker, *, skip_done: bool) -> tuple[list[dict], list[dict]]:
+    """(rows recorded for this checkpoint and subset, rows added by this call)."""
+    assessment = Assessment(workspace, run)
     if skip_done and assessment.done():
-        print(f"{workspace.root}: evaluation already recorded, skipped")
+        log.info("%s: evaluation already recorded, skipped", workspace.root)
         return assessment.recorded(), []
-    added, verdicts = assessment.run()
+    added, _ = assessment.run()
     tracker.log_records(added)
-    return assessment.recorded(), verdicts
+    return assessment.recorded(), added

@@ -53,6 +53,14 @@ def machine(device: torch.device) -> dict:
     return info
 
 
+def model_config(name: str):
+    """The model's own config group (conf/model/<name>.yaml), as the apps compose it."""
+    from hydra import compose, initialize_config_dir
+
+    with initialize_config_dir(config_dir=str(Path(__file__).resolve().parents[2] / "conf"), version_base="1.3"):
+        return compose("train", overrides=[f"model={name}"]).model
+
+
 def sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -60,7 +68,7 @@ def sync(device: torch.device) -> None:
 
 def new_model(device, channels_last: bool = True, name: str = "2c2f"):
     torch.manual_seed(0)
-    classifier = models.build(OmegaConf.create({"name": name}), heads.Identity(), (1, 28, 28), 10).to(device)
+    classifier = models.build(model_config(name), heads.Identity(), (1, 28, 28), 10).to(device)
     if channels_last:  # as src/train.py builds it (trainer.channels_last=true)
         classifier = classifier.to(memory_format=torch.channels_last)
     optimizer = torch.optim.SGD(classifier.parameters(), lr=0.01, momentum=0.5, weight_decay=0.01)
@@ -96,8 +104,8 @@ def pipeline_epoch(split: data.Split, batch_size: int, device) -> float:
     generator = torch.Generator().manual_seed(0)
     sync(device)
     start = time.perf_counter()
-    trainer.train_epoch(classifier, split, training.Standard(), Regularizer(), optimizer,
-                        batch_size=batch_size, generator=generator, device=device, progress=False)
+    trainer.train_epoch(classifier, split, training.Standard(), Regularizer(), optimizer, batch_size=batch_size,
+                        generator=generator, device=device, augment=None, desc="bench", progress=False)
     sync(device)
     return len(split) / (time.perf_counter() - start)
 
@@ -165,8 +173,9 @@ def training_pipeline(train: data.Split, data_dir: Path, device, rounds: int) ->
 def trained(name: str, train: data.Split, device, n_train: int) -> models.Classifier:
     """A briefly trained model (one epoch on `n_train` images), so attacks face real margins."""
     classifier, optimizer = new_model(device, name=name)
-    trainer.train_epoch(classifier, train.first(n_train), training.Standard(), Regularizer(), optimizer,
-                        batch_size=64, generator=torch.Generator().manual_seed(0), device=device, progress=False)
+    trainer.train_epoch(classifier, train.first(n_train), training.Standard(), Regularizer(), optimizer, batch_size=64,
+                        generator=torch.Generator().manual_seed(0), device=device, augment=None, desc="bench",
+                        progress=False)
     return classifier.eval()
 
 
@@ -273,7 +282,7 @@ def cifar_speed(device, name: str, amp: str, rounds: int) -> dict:
     batch = 128 if gpu else 32  # the paper's batch on a GPU; fewer images keep a CPU run to minutes
     steps = 20 if gpu else 2
     torch.manual_seed(0)
-    classifier = models.build(OmegaConf.create({"name": name}), heads.Identity(), (3, 32, 32), 10).to(device)
+    classifier = models.build(model_config(name), heads.Identity(), (3, 32, 32), 10).to(device)
     classifier = classifier.to(memory_format=torch.channels_last)
     optimizer = torch.optim.SGD(classifier.parameters(), lr=0.1, momentum=0.9, weight_decay=5e-4)
     x = torch.rand(batch, 3, 32, 32, device=device)
@@ -330,7 +339,8 @@ def main(argv: list[str] | None = None) -> int:
     keep_freed_memory()  # as the apps do
     device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else
                           ("cpu" if args.device == "auto" else args.device))
-    mnist = data.load(OmegaConf.create({"name": "mnist", "root": str(args.data_dir), "download": True}))
+    mnist = data.load(OmegaConf.create({"name": "mnist", "root": str(args.data_dir), "download": True, "synthetic": False,
+                                        "n_train": None}))
     print(f"device: {device}  threads: {torch.get_num_threads()}  rounds: {args.repeats}")
     result = {"machine": machine(device), "when": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
     if "training" in args.only:

@@ -2,19 +2,14 @@
 
 from __future__ import annotations
 
-import hashlib
-import json
 import math
-import re
 from collections.abc import Iterable, Mapping
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from . import identity
 from .errors import ConfigError
-
-# Folder names longer than this are shortened with a hash (file systems cap a name at 255).
-_MAX_RUN_NAME = 200
 
 
 def per255(value: Any) -> Any:
@@ -22,36 +17,6 @@ def per255(value: Any) -> Any:
     if isinstance(value, (list, tuple)) or OmegaConf.is_list(value):
         return [float(v) / 255.0 for v in value]
     return float(value) / 255.0
-
-
-# Overrides that do not change the trained model, and so do not name its folder: evaluating a
-# run with other attacks, or logging it elsewhere, finds the same folder.
-NOT_IN_RUN_NAME = ("experiment", "profile", "logger", "device", "progress", "eval", "attack", "analysis", "paths",
-                   "trainer.threads")
-
-
-def run_name(overrides) -> str:
-    """A folder name derived from the overrides that define a run (drqv2-style), e.g.
-    `head:blf+head.gamma:1.0+seed:1`.
-
-    Running the same command again lands in the same folder, which is what makes runs and
-    sweeps resumable. Characters that would create sub-folders, upset shells, or that Hydra's
-    override grammar does not accept unquoted (so that `run_dir=<folder>` works) are replaced.
-    """
-    items = []
-    for override in overrides or []:
-        key, _, value = str(override).partition("=")
-        key = key.lstrip("+~")
-        if not any(key == p or key.startswith(p + ".") for p in NOT_IN_RUN_NAME):
-            items.append(f"{key}:{value}")
-    if not items:
-        return "default"
-    text = "+".join(sorted(items))
-    name = re.sub(r"[^A-Za-z0-9:+._-]", "_", text)
-    if len(name) > _MAX_RUN_NAME:
-        digest = hashlib.sha1(text.encode()).hexdigest()[:10]
-        name = f"{name[: _MAX_RUN_NAME - 11]}-{digest}"
-    return name
 
 
 def mul(a: Any, b: Any) -> float:
@@ -62,7 +27,7 @@ def mul(a: Any, b: Any) -> float:
 def register_resolvers() -> None:
     OmegaConf.register_new_resolver("per255", per255, replace=True)
     OmegaConf.register_new_resolver("mul", mul, replace=True)
-    OmegaConf.register_new_resolver("run_name", run_name, replace=True)
+    OmegaConf.register_new_resolver("run_name", identity.run_name, replace=True)
 
 
 register_resolvers()
@@ -109,9 +74,16 @@ def number(
 
 def integer(key: str, value: Any, *, ge: int | None = None) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
-        raise ConfigError(f"{key}={value!r} is not an integer; allowed: integers >= {ge}")
+        allowed = "integers" if ge is None else f"integers >= {ge}"
+        raise ConfigError(f"{key}={value!r} is not an integer; allowed: {allowed}")
     if ge is not None and value < ge:
         raise ConfigError(f"{key}={value!r} is out of range; allowed: integers >= {ge}")
+    return value
+
+
+def boolean(key: str, value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise ConfigError(f"{key}={value!r} is not a boolean; allowed: true, false")
     return value
 
 
@@ -120,26 +92,3 @@ def to_container(cfg: DictConfig | Mapping) -> dict:
     if isinstance(cfg, DictConfig):
         return OmegaConf.to_container(cfg, resolve=True)  # type: ignore[return-value]
     return dict(cfg)
-
-
-# Keys that change how a job runs, not what it computes.
-NOT_IN_JOB_KEY = ("progress", "logger", "device", "trainer.threads", "study", "study_limits")
-
-
-def job_key(config: Mapping) -> str:
-    """A digest of a resolved job config: equal keys mean the same training and evaluation, so a
-    finished job with this key has nothing left to do (the study driver then does not launch it)."""
-    kept = {k: v for k, v in flatten(config).items() if not any(k == p or k.startswith(p + ".") for p in NOT_IN_JOB_KEY)}
-    return hashlib.sha1(json.dumps(kept, sort_keys=True, default=str).encode()).hexdigest()
-
-
-def flatten(tree: Mapping, prefix: str = "") -> dict[str, Any]:
-    """{'a': {'b': 1}} -> {'a.b': 1}; lists stay values."""
-    flat: dict[str, Any] = {}
-    for key, value in tree.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, Mapping):
-            flat.update(flatten(value, f"{name}."))
-        else:
-            flat[name] = value
-    return flat

@@ -14,13 +14,13 @@ from __future__ import annotations
 import gzip
 import hashlib
 import io
+import logging
 import os
 import pickle
 import struct
 import subprocess
 import sys
 import tempfile
-import warnings
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +31,8 @@ from omegaconf import DictConfig
 
 from . import config as C
 from .errors import ConfigError, DataError
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -109,7 +111,7 @@ def load(cfg: DictConfig) -> Dataset:
     or auto (the real data when it can be had, else synthetic data with a loud warning).
     """
     name = C.choice("dataset", cfg.name, SHAPES)
-    mode = cfg.get("synthetic", False)
+    mode = cfg.synthetic
     C.choice("dataset.synthetic", str(mode).lower(), ("true", "false", "auto"))
     use_synthetic = mode is True or str(mode).lower() == "true"
     if not use_synthetic:
@@ -118,13 +120,12 @@ def load(cfg: DictConfig) -> Dataset:
         except DataError as error:
             if str(mode).lower() != "auto":
                 raise
-            warnings.warn(f"{error}", stacklevel=2)
-            print(f"\n!! {name.upper()} IS NOT AVAILABLE: USING SYNTHETIC {name.upper()}-SHAPED DATA "
-                  "(dataset.synthetic=auto). Results say nothing about the real dataset.\n", file=sys.stderr)
+            log.warning("%s\n\n!! %s IS NOT AVAILABLE: USING SYNTHETIC %s-SHAPED DATA (dataset.synthetic=auto). "
+                        "Results say nothing about the real dataset.\n", error, name.upper(), name.upper())
             use_synthetic = True
     if use_synthetic:
         train, test = synthetic(SHAPES[name], cfg.synthetic_train, cfg.synthetic_test, seed=cfg.synthetic_seed)
-    n_train = cfg.get("n_train")
+    n_train = cfg.n_train
     if n_train is not None:
         C.integer("dataset.n_train", n_train, ge=1)
         if n_train > len(train):
@@ -317,7 +318,10 @@ class Augmentation:
 
 
 def augmentation(cfg: DictConfig, device: torch.device, seed: int) -> Augmentation | None:
-    spec = cfg.get("augment")
-    if not spec:
+    """The dataset's training augmentation (`dataset.augment`; MNIST has none, as in the paper)."""
+    if "augment" not in cfg:
         return None
-    return Augmentation(spec.get("crop_padding", 0), spec.get("flip", False), device, seed)
+    spec = cfg.augment
+    padding = C.integer("dataset.augment.crop_padding", spec.crop_padding, ge=0)
+    flip = C.boolean("dataset.augment.flip", spec.flip)
+    return Augmentation(padding, flip, device, seed) if padding or flip else None

@@ -10,16 +10,19 @@ which attacks ran before.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 
 import torch
-from tqdm.auto import tqdm
 
 from .attacks import Attack
+from .console import bar as progress_bar
 from .data import Split
 from .models import Classifier, frozen
+
+log = logging.getLogger(__name__)
 
 
 def percent(correct: torch.Tensor) -> float:
@@ -77,12 +80,12 @@ def robustness(
     batch_size: int,
     seed: int,
     device: torch.device,
-    progress: bool = True,
+    progress: bool,
 ) -> list[tuple[dict, torch.Tensor]]:
-    """One (row, per-example outcome) per eps of the attack's grid."""
+    """One (row, per-example outcome) per eps of the attack's grid; one log line per eps."""
     results = []
     batch_size = attack.batch_size or batch_size
-    bar = tqdm(total=len(split) * len(attack.eps), desc=attack.name, unit="img", disable=not progress, leave=False)
+    bar = progress_bar(total=len(split) * len(attack.eps), desc=attack.name, unit="img", enabled=progress)
     with frozen(classifier):
         for eps in attack.eps:
             torch.manual_seed(seed)
@@ -99,6 +102,7 @@ def robustness(
                 **{f"attack.{k}": v for k, v in attack.settings().items()},
             }
             results.append((row, correct))
+            log.info("%s eps=%.4g: %.2f%% of %d (%.1fs)", attack.name, eps, row["accuracy"], len(correct), row["seconds"])
     bar.close()
     return results
 
@@ -135,7 +139,7 @@ def evaluate(
     batch_size: int,
     device: torch.device,
     num_classes: int,
-    progress: bool = True,
+    progress: bool,
 ) -> tuple[dict, list[tuple[dict, torch.Tensor]]]:
     """(norms row, [(robustness row, per-example outcome)]) on `subset`."""
     for attack in attacks:

@@ -137,5 +137,5 @@ def build(cfg: DictConfig) -> Head:
     if name == "identity":
         return Identity()
     if name == "lblf":
-        return LearnableBLF(cfg.get("gamma_tilde_init", -1.0))
+        return LearnableBLF(cfg.gamma_tilde_init)
     return Bounded(name, cfg.gamma)

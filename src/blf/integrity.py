@@ -19,9 +19,9 @@ from dataclasses import asdict, dataclass
 import torch
 import torch.nn.functional as F
 from omegaconf import DictConfig
-from tqdm.auto import tqdm
 
 from .attacks import GRADIENT_BASED, GRADIENT_FREE, PGD
+from .console import bar as progress_bar
 from .data import Split
 from .evaluation import attacked_correct, percent
 from .models import Classifier, frozen
@@ -63,7 +63,7 @@ def monotonic(rows: list[dict], tolerance: float) -> Verdict:
 
 
 def _bar(desc: str, total: int, progress: bool):
-    return tqdm(total=total, desc=f"integrity: {desc}", unit="img", disable=not progress, leave=False)
+    return progress_bar(total=total, desc=f"integrity: {desc}", unit="img", enabled=progress)
 
 
 def unbounded_attack(classifier: Classifier, subset: Split, cfg: DictConfig, batch_size: int, device, seed: int,

@@ -50,7 +50,7 @@ class ResNet18(nn.Module):
 
     @classmethod
     def from_config(cls, cfg, in_channels: int, num_classes: int) -> ResNet18:
-        return cls(in_channels, num_classes, width=cfg.get("width", 64), blocks=tuple(cfg.get("blocks", (2, 2, 2, 2))))
+        return cls(in_channels, num_classes, width=cfg.width, blocks=tuple(cfg.blocks))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = F.relu(self.bn1(self.conv1(x)))

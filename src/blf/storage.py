@@ -19,7 +19,6 @@ import torch
 
 from .errors import CheckpointError
 
-
 _UMASK = os.umask(0)
 os.umask(_UMASK)
 

@@ -34,7 +34,7 @@ from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import DictConfig, OmegaConf
 
-from . import aggregate, figures, reporting, selection, storage
+from . import aggregate, figures, identity, reporting, selection, storage
 from . import config as C
 from .errors import BLFError
 from .workspace import Workspace
@@ -125,11 +125,11 @@ class Study:
         Then it is not launched: on a cluster a rerun would otherwise queue one job per run
         only for it to find nothing to do."""
         jobs = self.jobs(overrides)
-        workspaces = [Workspace(self.sweep / C.run_name(job)) for job in jobs]
+        workspaces = [Workspace(self.sweep / identity.run_name(job)) for job in jobs]
         if any(w.finished_as() is None for w in workspaces):
             return False
         with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
-            return all(w.finished_as() == C.job_key(C.to_container(compose("train", overrides=job)))
+            return all(w.finished_as() == identity.job_key(C.to_container(compose("train", overrides=job)))
                        for w, job in zip(workspaces, jobs))
 
     def launch(self, overrides: list[str]) -> None:
@@ -220,7 +220,7 @@ class Study:
 
     def report(self, final: pd.DataFrame) -> list[Path]:
         kind = C.choice("study.report", self.spec.report, REPORTS)
-        title = f"{self.spec.title} [{self.profile}]{reporting.synthetic_note(final)}"
+        title = f"{self.spec.title} [{self.profile}]{reporting.synthetic_note(final)}{reporting.provenance_note(final)}"
         return REPORT_FUNCTIONS[kind](final, self.spec, self.out / self.experiment, title)
 
     def load(self) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -255,6 +255,10 @@ class Study:
         written = self.report(self.final(df, chosen))
         for path in written:
             print(path)
+        if notes := reporting.provenance_notes(df):
+            storage.write_text(self.out / "provenance.md", "".join(f"- {n}\n" for n in notes))
+            for note in notes:
+                print(f"!! {note}", file=sys.stderr)
         if synthetic := reporting.synthetic_datasets(df):
             print(f"\n!! SYNTHETIC DATA: {synthetic} "
                   "replaced by random data of the same shape (the real dataset is absent). These files test the "
@@ -338,7 +342,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sweep-dir", type=Path, help="where the runs go (default multirun/<experiment>/<profile>)")
     parser.add_argument("--out-dir", type=Path, help="where records, figures and tables go (default results/<experiment>/<profile>)")
     parser.add_argument("overrides", nargs="*", help="Hydra overrides added to every job, e.g. trainer.threads=1")
-    args = parser.parse_args(argv)
+    args = parser.parse_intermixed_args(argv)  # overrides may follow the options
     try:
         study = Study(args.experiment, args.profile, args.launcher, args.jobs, args.dry_run, args.overrides,
                       args.sweep_dir, args.out_dir)

@@ -40,16 +40,17 @@ class WandbTracker(Tracker):
     def __init__(self, cfg, config: dict, run_dir: Path, job_type: str):
         import wandb
 
-        mode = os.environ.get("WANDB_MODE") or cfg.get("mode") or "offline"
+        # WANDB_MODE wins (the Makefile and CI set it); then logger.mode.
+        mode = os.environ.get("WANDB_MODE") or cfg.mode
         C.choice("logger.mode (or WANDB_MODE)", mode, ("online", "offline", "disabled"))
         run_dir = Path(run_dir).resolve()
         # A stable id per (run folder, job type): a resumed training run continues its W&B run.
         run_id = hashlib.sha1(f"{run_dir}:{job_type}".encode()).hexdigest()[:16]
         self.wandb = wandb
         self.run = wandb.init(
-            project=cfg.get("project", "blf"),
-            entity=cfg.get("entity"),
-            group=cfg.get("group"),
+            project=cfg.project,
+            entity=cfg.entity,
+            group=cfg.group,
             job_type=job_type,
             name=run_dir.name,
             id=run_id if job_type == "train" else None,
@@ -57,8 +58,8 @@ class WandbTracker(Tracker):
             dir=str(run_dir),
             mode=mode,
             config=config,
-            tags=list(cfg.get("tags") or []),
-            settings=wandb.Settings(silent=bool(cfg.get("silent", True))),
+            tags=list(cfg.tags),
+            settings=wandb.Settings(silent=C.boolean("logger.silent", cfg.silent)),
         )
 
     def log_epoch(self, row: dict) -> None:
@@ -89,7 +90,7 @@ class WandbTracker(Tracker):
 
 
 def start(cfg, config: dict, run_dir: Path, job_type: str) -> Tracker:
-    name = C.choice("logger", cfg.get("name", "none"), LOGGERS)
+    name = C.choice("logger", cfg.name, LOGGERS)
     if name == "wandb":
         return WandbTracker(cfg, config, run_dir, job_type)
     return Tracker()

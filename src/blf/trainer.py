@@ -13,20 +13,37 @@ import logging
 import math
 import time
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import torch
-from tqdm.auto import tqdm
 
-from . import precision
-from .data import Augmentation, Dataset, Split
-from .errors import NonFiniteLossError
+from . import precision, records
+from .console import bar
+from .data import Augmentation, Split
+from .errors import CheckpointError, NonFiniteLossError
 from .evaluation import clean_accuracy
-from .models import Classifier
 from .regularizers import Regularizer
 from .tracking import Tracker
 from .workspace import Workspace
 
+if TYPE_CHECKING:
+    from .assembly import Assembly
+
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class TrainSettings:
+    """How `fit` trains. Every field comes from the config and none has a default, so a setting
+    cannot be dropped on its way from the config to the loop (assembly.py builds it)."""
+
+    epochs: int
+    batch_size: int
+    seed: int
+    device: torch.device
+    amp: str  # precision policy: fp32 | bf16 (precision.py)
+    augment: Augmentation | None  # CIFAR-10 crop and flip; None where the dataset has none
+    progress: bool
 
 
 @dataclass
@@ -58,7 +75,7 @@ def set_rng_state(state: dict, generator: torch.Generator, augment: Augmentation
 
 
 def train_epoch(
-    classifier: Classifier,
+    classifier: torch.nn.Module,
     split: Split,
     mode,
     regularizer: Regularizer,
@@ -67,9 +84,9 @@ def train_epoch(
     batch_size: int,
     generator: torch.Generator,
     device: torch.device,
-    augment: Augmentation | None = None,
-    desc: str = "train",
-    progress: bool = True,
+    augment: Augmentation | None,
+    desc: str,
+    progress: bool,
 ) -> tuple[float, float]:
     """One pass over `split` in a random order; returns (mean loss, accuracy in percent).
 
@@ -80,7 +97,7 @@ def train_epoch(
     order = torch.randperm(len(split), generator=generator).to(split.labels.device)
     loss_sum = torch.zeros((), device=device)
     correct = torch.zeros((), dtype=torch.long, device=device)
-    for start in tqdm(range(0, len(split), batch_size), desc=desc, disable=not progress, leave=False):
+    for start in bar(range(0, len(split), batch_size), desc=desc, unit="batch", enabled=progress):
         x, y = split.batch(order[start : start + batch_size], device)
         if augment is not None:
             x = augment(x)
@@ -93,63 +110,55 @@ def train_epoch(
     return loss_sum.item() / len(split), 100.0 * correct.item() / len(split)
 
 
-def fit(
-    workspace: Workspace,
-    classifier: Classifier,
-    data: Dataset,
-    mode,
-    regularizer: Regularizer,
-    optimizer: torch.optim.Optimizer,
-    scheduler,
-    *,
-    epochs: int,
-    batch_size: int,
-    seed: int,
-    config: dict,
-    device: torch.device,
-    tracker: Tracker,
-    augment: Augmentation | None = None,
-    amp=None,
-    compile: bool = False,
-    progress: bool = True,
-) -> Progress:
-    """Train for `epochs` epochs (resuming if the workspace has a checkpoint).
+def fit(workspace: Workspace, run: Assembly, tracker: Tracker) -> Progress:
+    """Train `run` for its settings' epochs, resuming if the workspace has a checkpoint.
 
-    With `compile`, the training steps run a torch.compile'd view of the classifier (same
-    parameters); evaluation stays eager, so attacks with their many batch shapes and modes do
-    not trigger recompilations."""
-    stepper = torch.compile(classifier) if compile else classifier
-    generator = torch.Generator().manual_seed(seed)
+    The training steps run `optimisation.stepper` (the classifier, or its torch.compile'd view with the
+    same parameters); evaluation stays eager, so attacks with their many batch shapes and modes
+    do not trigger recompilations. Every step, the attacks crafted during training included,
+    runs under the precision policy `settings.amp`."""
+    optimisation = run.optimisation
+    settings, optimizer, scheduler = optimisation.settings, optimisation.optimizer, optimisation.scheduler
+    classifier, data = run.classifier, run.dataset
+    generator = torch.Generator().manual_seed(settings.seed)
     state = Progress()
     hydra_files = workspace.hydra_files()
     if workspace.has("last"):
         saved = workspace.load("last")
         hydra_files = saved.get("hydra_files", {})
-        workspace.ensure_same_run(saved["config"], config, hydra_files)
+        workspace.ensure_same_run(saved["config"], run.config, hydra_files)
+        if saved["epoch"] > settings.epochs:
+            raise CheckpointError(
+                f"{workspace.root} has trained {saved['epoch']} epochs, but trainer.epochs={settings.epochs}; "
+                f"allowed: trainer.epochs >= {saved['epoch']} (to continue or evaluate it), or another folder "
+                "(hydra.run.dir=...) for a shorter run"
+            )
         classifier.load_state_dict(saved["model"])
         optimizer.load_state_dict(saved["optimizer"])
         scheduler.load_state_dict(saved["scheduler"])
-        set_rng_state(saved["rng"], generator, augment)
+        set_rng_state(saved["rng"], generator, settings.augment)
         state = Progress(saved["epoch"], saved["best_epoch"], saved["best_accuracy"], list(saved["history"]))
-        if state.epoch < epochs:
-            log.info("resuming %s after epoch %d/%d", workspace.root, state.epoch, epochs)
+        if state.epoch < settings.epochs:
+            log.info("resuming %s after epoch %d/%d", workspace.root, state.epoch, settings.epochs)
+    # What the checkpoints say about how they were trained (records.provenance reads it back).
+    trained = {**records.stamp(), "augmented": settings.augment is not None, "amp": settings.amp}
 
-    for epoch in range(state.epoch + 1, epochs + 1):
+    for epoch in range(state.epoch + 1, settings.epochs + 1):
         start = time.perf_counter()
         lr = optimizer.param_groups[0]["lr"]
-        with precision.autocast(device, amp):
+        with precision.autocast(settings.device, settings.amp):
             train_loss, train_acc = train_epoch(
-                stepper,
+                optimisation.stepper,
                 data.train,
-                mode,
-                regularizer,
+                run.training,
+                run.regularizer,
                 optimizer,
-                batch_size=batch_size,
+                batch_size=settings.batch_size,
                 generator=generator,
-                device=device,
-                augment=augment,
-                desc=f"epoch {epoch}/{epochs}",
-                progress=progress,
+                device=settings.device,
+                augment=settings.augment,
+                desc=f"epoch {epoch}/{settings.epochs}",
+                progress=settings.progress,
             )
         seconds = time.perf_counter() - start
         if not math.isfinite(train_loss):
@@ -159,8 +168,8 @@ def fit(
                 "Lower optim.lr or the regularizer strength, or change the seed."
             )
         scheduler.step()
-        with precision.autocast(device, amp):
-            test_acc = clean_accuracy(classifier, data.test, batch_size=1000, device=device)
+        with precision.autocast(settings.device, settings.amp):
+            test_acc = clean_accuracy(classifier, data.test, batch_size=1000, device=settings.device)
         row = {
             "epoch": epoch,
             "train_loss": train_loss,
@@ -175,26 +184,28 @@ def fit(
         state.epoch = epoch
         if test_acc > state.best_accuracy:
             state.best_accuracy, state.best_epoch = test_acc, epoch
-            workspace.save("best", {"model": classifier.state_dict(), "epoch": epoch, "test_acc": test_acc, "config": config})
+            workspace.save("best", {"model": classifier.state_dict(), "epoch": epoch, "test_acc": test_acc,
+                                    "config": run.config, "trained": trained})
         workspace.save(
             "last",
             {
                 "model": classifier.state_dict(),
                 "optimizer": optimizer.state_dict(),
                 "scheduler": scheduler.state_dict(),
-                "rng": rng_state(generator, augment),
+                "rng": rng_state(generator, settings.augment),
                 "epoch": epoch,
                 "best_epoch": state.best_epoch,
                 "best_accuracy": state.best_accuracy,
                 "history": state.history,
-                "config": config,
+                "config": run.config,
                 "hydra_files": hydra_files,
+                "trained": trained,
             },
         )
         workspace.write_metrics(state.history)
         tracker.log_epoch(row)
         log.info(
             "epoch %d/%d  loss %.4f  train acc %.2f  test acc %.2f  lr %.4g  %.1fs",
-            epoch, epochs, train_loss, train_acc, test_acc, lr, seconds,
+            epoch, settings.epochs, train_loss, train_acc, test_acc, lr, seconds,
         )
     return state

@@ -100,5 +100,5 @@ def build(cfg: DictConfig):
     if name == "pgd_at":
         return PGDAdversarial(cfg.eps, cfg.nb_iter, cfg.eps_iter)
     if name == "trades":
-        return TRADES(cfg.beta, cfg.eps, cfg.nb_iter, cfg.eps_iter, cfg.get("init_std", 0.001))
+        return TRADES(cfg.beta, cfg.eps, cfg.nb_iter, cfg.eps_iter, cfg.init_std)
     return Standard()

@@ -75,8 +75,8 @@ class WideResNet(nn.Module):
 
     @classmethod
     def from_config(cls, cfg, in_channels: int, num_classes: int) -> WideResNet:
-        return cls(in_channels, num_classes, depth=cfg.get("depth", 34), widen_factor=cfg.get("widen_factor", 10),
-                   dropout=cfg.get("dropout", 0.0), init=cfg.get("init", "pytorch"))
+        return cls(in_channels, num_classes, depth=cfg.depth, widen_factor=cfg.widen_factor, dropout=cfg.dropout,
+                   init=cfg.init)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.blocks(self.conv1(x))

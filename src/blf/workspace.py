@@ -24,12 +24,12 @@ from pathlib import Path
 import torch
 
 from . import config as C
-from . import records, storage
+from . import identity, records, storage
 from .errors import CheckpointError
 
-# Keys that may change between the start and the resumption of a run without making it a
-# different run: where it logs, how it is evaluated, where it runs, and how long it trains.
-NON_IDENTITY = ("logger", "attack", "eval", "device", "progress", "paths", "trainer.epochs", "trainer.threads")
+# The files of Hydra's record that a refused command puts back (names come from a checkpoint,
+# so only these plain names are ever written).
+HYDRA_FILES = ("config.yaml", "hydra.yaml", "overrides.yaml")
 
 
 class Workspace:
@@ -77,7 +77,7 @@ class Workspace:
         return records.upsert(self.results_path, rows)
 
     def mark_finished(self, job_key: str) -> None:
-        """Training and evaluation of this job config are done (config.job_key)."""
+        """Training and evaluation of this job config are done (identity.job_key)."""
         storage.write_text(self.finished_path, json.dumps({"job_key": job_key}) + "\n")
 
     def finished_as(self) -> str | None:
@@ -105,15 +105,15 @@ class Workspace:
         return {p.name: p.read_text() for p in sorted(self.hydra_dir.glob("*.yaml"))}
 
     def ensure_same_run(self, saved: dict, requested: dict, saved_hydra_files: dict[str, str]) -> None:
-        """Refuse to resume a run with settings that would make it a different run."""
-        before = _identity_view(saved)
-        after = _identity_view(requested)
-        differing = sorted(k for k in set(before) | set(after) if before.get(k) != after.get(k))
+        """Refuse to resume a run with settings that would make it a different run
+        (identity.py says which keys those are)."""
+        differing = identity.differences(saved, requested)
         if not differing:
             return
         for name, text in saved_hydra_files.items():
-            storage.write_text(self.hydra_dir / name, text)
-        shown = "; ".join(f"{k}: run has {before.get(k)!r}, command asks {after.get(k)!r}" for k in differing[:8])
+            if name in HYDRA_FILES and isinstance(text, str):
+                storage.write_text(self.hydra_dir / name, text)
+        shown = "; ".join(f"{k}: run has {a!r}, command asks {b!r}" for k, a, b in differing[:8])
         more = f" (and {len(differing) - 8} more)" if len(differing) > 8 else ""
         raise CheckpointError(
             f"{self.root} holds a different run ({shown}{more}). "
@@ -128,8 +128,3 @@ class Workspace:
     def remove_if_fresh(self) -> None:
         if self.is_fresh():
             shutil.rmtree(self.root, ignore_errors=True)
-
-
-def _identity_view(config: dict) -> dict:
-    flat = C.flatten(config)
-    return {k: v for k, v in flat.items() if not any(k == p or k.startswith(p + ".") for p in NON_IDENTITY)}

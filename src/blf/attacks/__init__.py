@@ -20,9 +20,9 @@ from collections.abc import Mapping
 from omegaconf import DictConfig
 
 from .. import config as C
+from . import pgd as pgd_module
 from .autoattack import APGDCE, APGDTargeted, AutoAttackStandard, Square
 from .base import Attack
-from . import pgd as pgd_module
 from .pgd import PGD, pgd
 from .spsa import SPSA
 from .surrogate import TanhSurrogatePGD
@@ -53,4 +53,4 @@ def build_all(cfg: Mapping | None) -> list[Attack]:
     return [build(name, sub) for name, sub in (cfg or {}).items()]
 
 
-__all__ = ["ATTACKS", "GRADIENT_BASED", "GRADIENT_FREE", "Attack", "PGD", "build", "build_all", "pgd"]
+__all__ = ["ATTACKS", "GRADIENT_BASED", "GRADIENT_FREE", "Attack", "PGD", "build", "build_all", "pgd", "pgd_module"]

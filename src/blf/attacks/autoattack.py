@@ -38,7 +38,7 @@ class Square(Attack):
 
     @classmethod
     def from_config(cls, cfg: DictConfig) -> Square:
-        return cls(cfg.eps, cfg.n_queries, cfg.p_init, cfg.n_restarts, cfg.loss, cfg.get("seed", 0), cfg.get("batch_size"))
+        return cls(cfg.eps, cfg.n_queries, cfg.p_init, cfg.n_restarts, cfg.loss, cfg.seed)
 
     def settings(self) -> dict:
         return {"n_queries": self.n_queries, "p_init": self.p_init, "n_restarts": self.n_restarts, "loss": self.loss, "seed": self.seed}
@@ -66,7 +66,7 @@ class APGDCE(Attack):
 
     @classmethod
     def from_config(cls, cfg: DictConfig):
-        return cls(cfg.eps, cfg.n_iter, cfg.n_restarts, cfg.get("rho", 0.75), cfg.get("seed", 0), cfg.get("batch_size"))
+        return cls(cfg.eps, cfg.n_iter, cfg.n_restarts, cfg.rho, cfg.seed)
 
     def settings(self) -> dict:
         return {"n_iter": self.n_iter, "n_restarts": self.n_restarts, "rho": self.rho, "seed": self.seed}
@@ -88,8 +88,7 @@ class APGDTargeted(APGDCE):
 
     @classmethod
     def from_config(cls, cfg: DictConfig):
-        return cls(cfg.eps, cfg.n_iter, cfg.n_restarts, cfg.get("rho", 0.75), cfg.get("seed", 0), cfg.n_target_classes,
-                   cfg.get("batch_size"))
+        return cls(cfg.eps, cfg.n_iter, cfg.n_restarts, cfg.rho, cfg.seed, cfg.n_target_classes)
 
     def settings(self) -> dict:
         return {**super().settings(), "n_target_classes": self.n_target_classes}
@@ -120,7 +119,7 @@ class AutoAttackStandard(Attack):
 
     @classmethod
     def from_config(cls, cfg: DictConfig):
-        return cls(cfg.eps, cfg.get("version", "standard"), cfg.get("seed", 0), cfg.get("batch_size"))
+        return cls(cfg.eps, cfg.version, cfg.seed)
 
     def settings(self) -> dict:
         return {"version": self.version, "seed": self.seed}

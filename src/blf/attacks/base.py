@@ -27,7 +27,7 @@ class Attack(ABC):
     # batches so that the progress bar moves.
     batch_size: int | None = None
 
-    def check(self, classifier: nn.Module, num_classes: int) -> None:
+    def check(self, classifier: nn.Module, num_classes: int) -> None:  # noqa: B027 - an optional hook, not abstract
         """Raise ConfigError if this attack cannot run against `classifier`."""
 
     def settings(self) -> dict:

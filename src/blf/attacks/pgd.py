@@ -89,8 +89,8 @@ class PGD(Attack):
 
     @classmethod
     def from_config(cls, cfg: DictConfig) -> PGD:
-        return cls(cfg.eps, cfg.nb_iter, cfg.eps_iter, cfg.get("rand_init", True), cfg.get("restarts", 1),
-                   cfg.get("targeted", False), cfg.get("target", "random"), cfg.get("implementation", "native"))
+        return cls(cfg.eps, cfg.nb_iter, cfg.eps_iter, C.boolean(f"attack.{cls.name}.rand_init", cfg.rand_init),
+                   cfg.restarts, C.boolean(f"attack.{cls.name}.targeted", cfg.targeted), cfg.target, cfg.implementation)
 
     def settings(self) -> dict:
         return {

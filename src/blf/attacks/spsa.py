@@ -29,7 +29,7 @@ class SPSA(Attack):
 
     @classmethod
     def from_config(cls, cfg: DictConfig) -> SPSA:
-        return cls(cfg.eps, cfg.delta, cfg.lr, cfg.nb_iter, cfg.nb_sample, cfg.max_batch_size, cfg.get("batch_size"))
+        return cls(cfg.eps, cfg.delta, cfg.lr, cfg.nb_iter, cfg.nb_sample, cfg.max_batch_size, cfg.batch_size)
 
     def settings(self) -> dict:
         # max_batch_size and batch_size change speed, not the attack.
