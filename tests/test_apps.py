@@ -20,7 +20,8 @@ def read(path):
     return storage.read_jsonl(path)
 
 
-TIMING = {"seconds", "images_per_second", "evaluated_at", "run_dir"}
+# When and where, and the state of the working tree (which an edit during the tests changes).
+TIMING = {"seconds", "images_per_second", "evaluated_at", "run_dir", "code_dirty", "trained_code_dirty"}
 
 
 def without_timing(rows):
