@@ -6,17 +6,24 @@ records with the same key and keep all others; the worst case and the integrity 
 every attack recorded for the same checkpoint and subset.
 """
 
+import sys
+
 import hydra
 from omegaconf import DictConfig
 
 from blf import app
+from blf.workspace import Workspace
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="evaluate")
 def main(cfg: DictConfig) -> None:
-    with app.user_errors():
+    with app.user_errors(Workspace(app.hydra_run_dir())):
         app.evaluate(cfg)
 
 
 if __name__ == "__main__":
+    # Hydra would fail on the missing folder name with a traceback while naming its own folder.
+    if not any(a.startswith(("run_dir=", "-")) for a in sys.argv[1:]):
+        print("error: run_dir is missing; allowed: run_dir=<a run folder written by src/train.py>", file=sys.stderr)
+        sys.exit(2)
     main()

@@ -34,8 +34,10 @@ def job_status(run: Path) -> dict:
     config = yaml.safe_load((run / ".hydra" / "config.yaml").read_text()) or {}
     target = config.get("trainer", {}).get("epochs")
     done = len(metrics)
-    has_results = any(r.get("kind") == "robustness" for r in results)
-    status = "complete" if has_results else ("training" if (run / "checkpoints" / "last.pt").is_file() else "not started or failed")
+    # Complete means what the app means: it wrote finished.json after every record its config asks
+    # for was there (and removes it when it starts again), so jobs.csv and the driver agree.
+    complete = (run / "finished.json").is_file() and bool(results)
+    status = "complete" if complete else ("training" if (run / "checkpoints" / "last.pt").is_file() else "not started or failed")
     return {"run_dir": str(run), "overrides": " ".join(overrides or []), "epochs_done": done,
             "epochs": target if isinstance(target, int) else None, "status": status}
 

@@ -15,14 +15,15 @@ from pathlib import Path
 
 import torch
 from hydra.core.hydra_config import HydraConfig
+from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from . import assembly, assess, identity, reporting, tracking, trainer
 from . import config as C
 from .allocator import keep_freed_memory
-from .errors import BLFError, ConfigError, DataError
-from .workspace import Workspace
+from .errors import BLFError, CheckpointError, NonFiniteLossError
+from .workspace import Workspace, note_if_new
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +43,17 @@ def hydra_run_dir() -> Path:
     return Path(HydraConfig.get().runtime.output_dir)
 
 
+class FolderWatch(Callback):
+    """Hydra callback (conf/train.yaml, conf/evaluate.yaml): before Hydra creates the run folder,
+    note whether it exists, so that a refused command removes only a folder it created."""
+
+    def on_run_start(self, config, **kwargs) -> None:
+        try:
+            note_if_new(Path(str(config.hydra.run.dir)))
+        except Exception:  # noqa: BLE001 - a folder it cannot name is one it will never remove
+            pass
+
+
 def configure_cpu(threads: int | None) -> None:
     """Cap torch's CPU threads (parallel sweep jobs must not oversubscribe the cores) and keep
     freed memory for reuse (allocator.py)."""
@@ -55,11 +67,13 @@ def train(cfg: DictConfig, run_dir: Path | None = None) -> Outcome:
     the folder holds a checkpoint, then evaluate its selected checkpoint."""
     workspace = Workspace(run_dir or hydra_run_dir())
     configure_cpu(cfg.trainer.threads)
-    run = assembly.for_training(cfg)
-    with tracking.start(cfg.logger, run.config, workspace.root, job_type="train") as tracker:
-        progress = trainer.fit(workspace, run, tracker)
-        rows, added = assess.assess(workspace, run, tracker, skip_done=True)
-    workspace.mark_finished(identity.job_key(run.config))
+    run = assembly.for_training(cfg)  # every value checked before the folder is touched
+    with workspace.locked():
+        workspace.unmark_finished()  # until this call has completed the run again
+        with tracking.start(cfg.logger, run.config, workspace.root, job_type="train") as tracker:
+            progress = trainer.fit(workspace, run, tracker)
+            rows, added = assess.assess(workspace, run, tracker, skip_done=True)
+        workspace.mark_finished(identity.job_key(run.config))
     log.info("best epoch %d: clean test accuracy %.2f%%", progress.best_epoch, progress.best_accuracy)
     log.info("%s", reporting.summary(rows))
     log.info("run folder: %s", workspace.root)
@@ -73,10 +87,14 @@ def evaluate(cfg: DictConfig, run_dir: Path | None = None) -> Outcome:
     analyses, `eval`, logger, device, progress) replaces the run's. Interpolations such as
     `${dataset.threat.eval_eps}` resolve against the run's dataset."""
     workspace = Workspace(run_dir or hydra_run_dir())
-    try:
-        saved = workspace.load(cfg.eval.checkpoint)
-    finally:
-        workspace.remove_if_fresh()  # Hydra created the folder if run_dir did not exist
+    saved = workspace.load(C.choice("eval.checkpoint", cfg.eval.checkpoint, assess.CHECKPOINTS))
+    if workspace.has("last") and cfg.eval.checkpoint != "last":
+        # A checkpoint copied in from another run would be evaluated and recorded as this one.
+        if differing := identity.differences(workspace.load("last")["config"], saved["config"]):
+            key, ours, theirs = differing[0]
+            raise CheckpointError(f"{workspace.checkpoint_path(cfg.eval.checkpoint)} belongs to another run than "
+                                  f"{workspace.checkpoint_path('last')} ({key}: {theirs!r} vs {ours!r}); "
+                                  "allowed: the checkpoints train.py wrote into this folder")
     run_cfg = OmegaConf.create(saved["config"])
     for key in cfg:
         if key != "run_dir":
@@ -86,7 +104,7 @@ def evaluate(cfg: DictConfig, run_dir: Path | None = None) -> Outcome:
             run_cfg[key] = {}
     configure_cpu(run_cfg.trainer.threads)
     run = assembly.for_evaluation(run_cfg)
-    with tracking.start(run_cfg.logger, run.config, workspace.root, job_type="eval") as tracker:
+    with workspace.locked(), tracking.start(run_cfg.logger, run.config, workspace.root, job_type="eval") as tracker:
         rows, added = assess.assess(workspace, run, tracker, skip_done=False)
     log.info("%s", reporting.summary(rows))
     log.info("records: %s", workspace.results_path)
@@ -110,15 +128,20 @@ def _report(message: str) -> None:
 
 @contextmanager
 def user_errors(workspace: Workspace | None = None):
-    """Print a BLFError as one line and exit 2; a folder the failed start created is removed.
+    """Print a user's error as one line and exit 2; a folder this command created and left with
+    nothing but bookkeeping is removed.
 
-    In a multirun the error is raised instead, so that Hydra marks this job failed and the
-    sweep goes on with the others (the aggregation then reports it)."""
+    A user's error is a BLFError, or an OSError of the file system (a read-only folder, a full
+    disk: nothing is lost, since every write is atomic). In a multirun the error is raised
+    instead, so that Hydra marks this job failed and the sweep goes on with the others (the
+    aggregation then reports it)."""
     try:
         yield
-    except BLFError as error:
-        if workspace is not None and isinstance(error, (ConfigError, DataError)):
-            workspace.remove_if_fresh()
+    except (BLFError, OSError) as error:
+        if workspace is not None and not isinstance(error, NonFiniteLossError):
+            workspace.remove_if_created()  # a folder this command made, still empty: nothing to keep
+        if isinstance(error, OSError):
+            error = f"cannot write {error.filename or 'a file'}: {error.strerror or error}; allowed: a writable folder with free space"
         _report(f"error: {error}")
         if in_multirun():
             raise

@@ -76,7 +76,7 @@ class Assessment:
         self.dataset, self.classifier, self.device, self.attacks = run.dataset, run.classifier, run.device, run.attacks
         self.which = self.settings.checkpoint
         state = workspace.load(self.which)
-        self.classifier.load_state_dict(state["model"])
+        workspace.restore(self.classifier, state["model"], self.which)
         self.epoch = state["epoch"]
         # Clean accuracy on the whole test set at the selected epoch (hyper-parameter selection).
         clean = state["test_acc"] if "test_acc" in state else state["history"][-1]["test_acc"]

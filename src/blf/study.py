@@ -32,7 +32,9 @@ import yaml
 from hydra import compose, initialize_config_dir
 from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.errors import HydraException
 from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 
 from . import aggregate, figures, identity, reporting, selection, storage
 from . import config as C
@@ -146,6 +148,12 @@ class Study:
             self.failures.append(" ".join(overrides))
             print(f"!! a multirun exited with status {code}; its finished jobs are kept, the rest is reported below",
                   file=sys.stderr)
+
+    def check_overrides(self) -> None:
+        """Compose one job with the extra overrides, so a bad one fails before anything launches."""
+        task = [o for o in self.extra if not o.startswith("hydra")]
+        with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
+            compose("train", overrides=[f"experiment={self.experiment}", f"profile={self.profile}", *task])
 
     def grid(self) -> None:
         for overrides in grid_overrides(self.cfg):
@@ -336,7 +344,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("experiment")
     parser.add_argument("--profile", default="paper", choices=["paper", "smoke"])
     parser.add_argument("--launcher", default="basic", choices=LAUNCHERS)
-    parser.add_argument("--jobs", type=int, default=2, help="parallel jobs for --launcher joblib")
+    parser.add_argument("--jobs", type=positive, default=2, help="parallel jobs for --launcher joblib")
     parser.add_argument("--stage", default="all", choices=["all", "grid", "seeds", "report"])
     parser.add_argument("--dry-run", action="store_true", help="print the multiruns without running them")
     parser.add_argument("--sweep-dir", type=Path, help="where the runs go (default multirun/<experiment>/<profile>)")
@@ -346,10 +354,26 @@ def main(argv: list[str] | None = None) -> int:
     try:
         study = Study(args.experiment, args.profile, args.launcher, args.jobs, args.dry_run, args.overrides,
                       args.sweep_dir, args.out_dir)
+        study.check_overrides()
         return study.run(args.stage)
     except BLFError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    except (HydraException, OmegaConfBaseException) as error:  # an override Hydra cannot parse or apply
+        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        print(f"error: {first}; allowed: overrides of conf/train.yaml's keys (key=value, group=option)", file=sys.stderr)
+        return 2
+
+
+def positive(text: str) -> int:
+    """--jobs: an integer >= 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of jobs; allowed: integers >= 1")
+    return value
 
 
 if __name__ == "__main__":

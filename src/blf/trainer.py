@@ -133,11 +133,12 @@ def fit(workspace: Workspace, run: Assembly, tracker: Tracker) -> Progress:
                 f"allowed: trainer.epochs >= {saved['epoch']} (to continue or evaluate it), or another folder "
                 "(hydra.run.dir=...) for a shorter run"
             )
-        classifier.load_state_dict(saved["model"])
+        workspace.restore(classifier, saved["model"], "last")
         optimizer.load_state_dict(saved["optimizer"])
         scheduler.load_state_dict(saved["scheduler"])
         set_rng_state(saved["rng"], generator, settings.augment)
         state = Progress(saved["epoch"], saved["best_epoch"], saved["best_accuracy"], list(saved["history"]))
+        workspace.write_metrics(state.history)  # a kill between last.pt and metrics.jsonl left them behind
         if state.epoch < settings.epochs:
             log.info("resuming %s after epoch %d/%d", workspace.root, state.epoch, settings.epochs)
     # What the checkpoints say about how they were trained (records.provenance reads it back).
@@ -161,9 +162,12 @@ def fit(workspace: Workspace, run: Assembly, tracker: Tracker) -> Progress:
                 progress=settings.progress,
             )
         seconds = time.perf_counter() - start
-        if not math.isfinite(train_loss):
+        # The mean loss misses a step that diverged last (its loss finite, its update not).
+        finite_weights = all(bool(torch.isfinite(p).all()) for p in classifier.parameters())
+        if not math.isfinite(train_loss) or not finite_weights:
+            what = f"the training loss became {train_loss}" if not math.isfinite(train_loss) else "the weights became non-finite"
             raise NonFiniteLossError(
-                f"the training loss became {train_loss} in epoch {epoch}; the run stopped and "
+                f"{what} in epoch {epoch}; the run stopped and "
                 f"{workspace.checkpoint_path('last')} still holds epoch {state.epoch}. "
                 "Lower optim.lr or the regularizer strength, or change the seed."
             )

