@@ -28,12 +28,12 @@ def test_a_checkpoint_cannot_write_outside_its_run_folder(tmp_path):
     run_dir = tmp_path / "runs" / "run"
     train(run_dir, "head=blf", "trainer.epochs=1")
     last = storage.load_checkpoint(run_dir / "checkpoints" / "last.pt")
-    last["hydra_files"] = {"../../escape.sh": "echo pwned\n", "/tmp/blf-absolute-escape.sh": "echo pwned\n",
-                           "config.yaml": "seed: 0\n"}
+    absolute = tmp_path / "absolute-escape.sh"
+    last["hydra_files"] = {"../../escape.sh": "echo pwned\n", str(absolute): "echo pwned\n", "config.yaml": "seed: 0\n"}
     storage.save_checkpoint(last, run_dir / "checkpoints" / "last.pt")
     with pytest.raises(CheckpointError, match="different run"):
         train(run_dir, "head=blf", "head.gamma=2.0", "trainer.epochs=1")  # refused: Hydra's record is put back
-    assert not (tmp_path / "escape.sh").exists() and not os.path.exists("/tmp/blf-absolute-escape.sh")
+    assert not (tmp_path / "escape.sh").exists() and not absolute.exists()
     assert (run_dir / ".hydra" / "config.yaml").read_text() == "seed: 0\n"  # the plain names only
 
 

@@ -69,7 +69,6 @@ def train(cfg: DictConfig, run_dir: Path | None = None) -> Outcome:
     configure_cpu(cfg.trainer.threads)
     run = assembly.for_training(cfg)  # every value checked before the folder is touched
     with workspace.locked():
-        workspace.unmark_finished()  # until this call has completed the run again
         with tracking.start(cfg.logger, run.config, workspace.root, job_type="train") as tracker:
             progress = trainer.fit(workspace, run, tracker)
             rows, added = assess.assess(workspace, run, tracker, skip_done=True)

@@ -141,6 +141,8 @@ def fit(workspace: Workspace, run: Assembly, tracker: Tracker) -> Progress:
         workspace.write_metrics(state.history)  # a kill between last.pt and metrics.jsonl left them behind
         if state.epoch < settings.epochs:
             log.info("resuming %s after epoch %d/%d", workspace.root, state.epoch, settings.epochs)
+    # The same run: not finished again until this command has completed it (app.train).
+    workspace.unmark_finished()
     # What the checkpoints say about how they were trained (records.provenance reads it back).
     trained = {**records.stamp(), "augmented": settings.augment is not None, "amp": settings.amp}
 
