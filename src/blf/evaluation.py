@@ -17,6 +17,7 @@ from collections.abc import Iterable, Sequence
 
 import torch
 
+from . import failpoint
 from .attacks import Attack
 from .console import bar as progress_bar
 from .data import Split
@@ -103,6 +104,7 @@ def robustness(
             }
             results.append((row, correct))
             log.info("%s eps=%.4g: %.2f%% of %d (%.1fs)", attack.name, eps, row["accuracy"], len(correct), row["seconds"])
+            failpoint.reach("attack")
     bar.close()
     return results
 

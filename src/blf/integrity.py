@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 from omegaconf import DictConfig
 
+from . import failpoint
 from .attacks import GRADIENT_BASED, GRADIENT_FREE, PGD
 from .console import bar as progress_bar
 from .data import Split
@@ -155,9 +156,10 @@ def run(classifier: Classifier, subset: Split, outcomes: list[tuple[dict, torch.
         *, batch_size: int, device, seed: int, progress: bool = False) -> list[Verdict]:
     """Every check, on the evaluation subset and the per-example outcomes recorded for it."""
     rows = [row for row, _ in outcomes]
-    return [
-        monotonic(rows, cfg.monotonic_tolerance),
-        unbounded_attack(classifier, subset, cfg.unbounded, batch_size, device, seed, progress),
+    verdicts = [monotonic(rows, cfg.monotonic_tolerance),
+                unbounded_attack(classifier, subset, cfg.unbounded, batch_size, device, seed, progress)]
+    failpoint.reach("integrity")  # halfway through the checks
+    return verdicts + [
         gradient_free_vs_gradient(outcomes, cfg.gradient_free_max_share),
         input_gradients(classifier, subset, batch_size, device, cfg.input_gradients_max_share),
         pgd_convergence(classifier, subset, cfg.convergence, batch_size, device, seed, progress),

@@ -36,7 +36,7 @@ from hydra.errors import HydraException
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from . import aggregate, figures, identity, reporting, selection, storage
+from . import aggregate, failpoint, figures, identity, reporting, selection, storage
 from . import config as C
 from .errors import BLFError
 from .workspace import Workspace
@@ -256,6 +256,7 @@ class Study:
             print(f"error: no records in {self.sweep}", file=sys.stderr)
             return 2
         aggregate.write(df, jobs, self.out)
+        failpoint.reach("report")  # records written, figures and tables not yet
         if not chosen.empty:
             storage.write_text(self.out / "selection.csv", chosen.to_csv(index=False))
             storage.write_text(self.out / "selection.md", f"Hyper-parameters selected for {self.experiment} "

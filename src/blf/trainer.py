@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from . import precision, records
+from . import failpoint, precision, records
 from .console import bar
 from .data import Augmentation, Split
 from .errors import CheckpointError, NonFiniteLossError
@@ -208,10 +208,12 @@ def fit(workspace: Workspace, run: Assembly, tracker: Tracker) -> Progress:
                 "trained": trained,
             },
         )
+        failpoint.reach("checkpoint")  # last.pt written, metrics.jsonl not yet
         workspace.write_metrics(state.history)
         tracker.log_epoch(row)
         log.info(
             "epoch %d/%d  loss %.4f  train acc %.2f  test acc %.2f  lr %.4g  %.1fs",
             epoch, settings.epochs, train_loss, train_acc, test_acc, lr, seconds,
         )
+        failpoint.reach("epoch")
     return state
