@@ -377,7 +377,7 @@ EVALUATE_BASE = {
 NOT_MEASURED = {"experiment", "profile", "dataset", "n_train", "model", "seed", "epochs", "run_key", "head", "gamma",
                 "regularizer", "lam", "alpha", "training", "beta", "synthetic", "checkpoint", "n", "eval_seed",
                 "schema_version", "code_commit", "code_dirty", "trained_schema_version", "trained_code_commit",
-                "trained_code_dirty", "augmented", "threads", "evaluated_at", "run_dir", "seconds", "detail",
+                "trained_code_dirty", "augmented", "threads", "cpu_capability", "evaluated_at", "run_dir", "seconds", "detail",
                 "per_example", "arrays", "radius", "step", "surface_seed", "clip"}
 
 

@@ -256,3 +256,26 @@ def test_evaluate_killed_during_its_attacks_loses_nothing(uninterrupted, tmp_pat
     assert storage.read_jsonl(killed / "results.jsonl") == before  # a killed evaluation adds nothing half-done
     assert run_app("evaluate.py", f"run_dir={killed}", *command).returncode == 0
     assert untimed(storage.read_jsonl(killed / "results.jsonl")) == untimed(storage.read_jsonl(straight / "results.jsonl"))
+
+
+@pytest.mark.slow
+def test_a_study_killed_during_its_report_writes_the_same_report_on_rerun(tmp_path):
+    sweep = tmp_path / "multirun"
+    jobs = run_app("train.py", "-m", "experiment=fig3", "profile=smoke", *TINY, "dataset.n_train=null", "trainer.epochs=1",
+                   "head=identity,blf", f"hydra.sweep.dir={sweep}")
+    assert jobs.returncode == 0, jobs.stderr[-2000:]
+    env = {**os.environ, "WANDB_MODE": "disabled", "PYTHONPATH": str(REPO / "src")}
+
+    def report(out, point=None):
+        command = [sys.executable, "-m", "blf.study", "fig3", "--profile", "smoke", "--stage", "report",
+                   "--sweep-dir", str(sweep), "--out-dir", str(out)]
+        return subprocess.run(command, cwd=REPO, env={**env, **({"BLF_FAILPOINT": point} if point else {})},
+                              capture_output=True, text=True, timeout=600)
+
+    assert report(tmp_path / "straight").returncode == 0
+    assert report(tmp_path / "killed", "report:1").returncode == -9
+    assert (tmp_path / "killed" / "records.csv").is_file() and not (tmp_path / "killed" / "fig3.md").exists()
+    assert report(tmp_path / "killed").returncode == 0
+    for name in ("records.csv", "jobs.csv", "selection.csv", "fig3.md", "fig3.tex"):
+        straight = (tmp_path / "straight" / name).read_text().replace(str(tmp_path / "straight"), "<out>")
+        assert (tmp_path / "killed" / name).read_text().replace(str(tmp_path / "killed"), "<out>") == straight, name

@@ -91,6 +91,8 @@ class Assessment:
             "checkpoint": self.which, "checkpoint_epoch": self.epoch, "clean_test_acc": clean,
             "n": len(self.subset), "eval_seed": self.seed,
             **records.provenance(trained), "augmented": trained.get("augmented"), "threads": torch.get_num_threads(),
+            # The CPU kernels torch chose (AVX512, AVX2, ...): numbers differ slightly between them.
+            "cpu_capability": torch.backends.cpu.get_cpu_capability(),
             "evaluated_at": records.now(), "run_dir": str(workspace.root),
         }
 
