@@ -279,3 +279,44 @@ def test_a_study_killed_during_its_report_writes_the_same_report_on_rerun(tmp_pa
     for name in ("records.csv", "jobs.csv", "selection.csv", "fig3.md", "fig3.tex"):
         straight = (tmp_path / "straight" / name).read_text().replace(str(tmp_path / "straight"), "<out>")
         assert (tmp_path / "killed" / name).read_text().replace(str(tmp_path / "killed"), "<out>") == straight, name
+
+
+def test_paths_in_records_are_not_followed(tmp_path):
+    run_dir = tmp_path / "runs" / "run"
+    train(run_dir, "trainer.epochs=1")
+    secret = tmp_path / "secret.pt"
+    storage.save_checkpoint({"correct": torch.zeros(32, dtype=torch.bool)}, secret)
+    rows = storage.read_jsonl(run_dir / "results.jsonl")
+    for row in rows:
+        if row.get("per_example"):
+            row["per_example"] = "../../secret.pt"  # a record pointing elsewhere
+        row["run_dir"] = "/somewhere/else"
+    storage.write_jsonl(run_dir / "results.jsonl", rows)
+    worst = [r for r in evaluate(run_dir, "logger=none", "attack.pgd.eps=[0.1]").rows if r["kind"] == "worst_case"]
+    pgd = {r["eps"]: r["correct"] for r in storage.read_jsonl(run_dir / "results.jsonl") if r["kind"] == "robustness"}
+    assert [r["correct"] for r in worst] == [pgd[r["eps"]] for r in worst]  # the run's own outcomes, not secret.pt's
+    (run_dir / ".hydra").mkdir(exist_ok=True)
+    (run_dir / ".hydra" / "config.yaml").write_text("trainer: {epochs: 1}\n")
+    df, _ = aggregate.collect(tmp_path / "runs")
+    assert set(df["run_dir"]) == {str(run_dir)}
+
+
+def test_record_values_do_not_name_files_outside_the_report(tmp_path):
+    import pandas as pd
+
+    points = pd.DataFrame([{"kind": "loss_surface", "run_dir": str(tmp_path / "run"), "model": "../../../evil",
+                            "setting": "ST", "method": "/abs", "max_minus_min": 1.0, "point": 0, "dataset": "mnist"}])
+    (tmp_path / "run" / "analysis").mkdir(parents=True)
+    (tmp_path / "run" / "analysis" / "loss_surface.png").write_bytes(b"png")
+    written = study.loss_surfaces(points, None, tmp_path / "out" / "table5", "Table 5")
+    copies = [p for p in written if p.suffix == ".png"]
+    assert len(copies) == 1 and copies[0].parent == tmp_path / "out" / "loss_surfaces"
+    assert not list(tmp_path.parent.glob("evil*"))
+
+
+def test_an_attack_the_run_cannot_take_is_refused_before_training(tmp_path):
+    from blf.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="allowed: blf, lblf"):
+        train(tmp_path / "run", "attack=[pgd,pgd_tanh_surrogate]")
+    assert not (tmp_path / "run" / "checkpoints").exists()

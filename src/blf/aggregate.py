@@ -50,7 +50,8 @@ def collect(sweep: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
     rows, jobs = [], []
     for run in run_folders(sweep):
         jobs.append(job_status(run))
-        rows.extend(storage.read_jsonl(run / "results.jsonl"))
+        # A record says which folder it belongs to by where it is, not by what it says.
+        rows.extend({**row, "run_dir": str(run)} for row in storage.read_jsonl(run / "results.jsonl"))
     return pd.DataFrame(rows), pd.DataFrame(jobs)
 
 

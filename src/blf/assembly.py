@@ -84,6 +84,8 @@ def _common(cfg: DictConfig, optimisation_from=None) -> Assembly:
     chosen = attacks.build_all(cfg.get("attack"))  # `attack=[]` removes the key altogether
     torch.manual_seed(C.integer("seed", cfg.seed))  # the initial weights
     classifier = build_classifier(cfg, dataset).to(where)
+    for attack in chosen:  # e.g. the tanh surrogate needs a BLF head: refused before training
+        attack.check(classifier, dataset.num_classes)
     optimisation = optimisation_from(cfg, classifier, where) if optimisation_from else None
     return Assembly(config, where, dataset.to(where), classifier, regularizer, mode, chosen, evaluation, optimisation)
 

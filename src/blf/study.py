@@ -39,7 +39,7 @@ from omegaconf.errors import OmegaConfBaseException
 from . import aggregate, failpoint, figures, identity, reporting, selection, storage
 from . import config as C
 from .errors import BLFError
-from .workspace import Workspace
+from .workspace import Workspace, safe_name
 
 REPO = Path(__file__).resolve().parents[2]
 # The tuned hyper-parameters: the keys a profile may shorten.
@@ -280,7 +280,9 @@ class Study:
 def run_overrides(run: Path, drop: tuple[str, ...]) -> list[str]:
     """The task overrides that produced a run folder, minus the keys in `drop`."""
     overrides = yaml.safe_load((run / ".hydra" / "overrides.yaml").read_text()) or []
-    return [o for o in overrides if o.split("=", 1)[0].lstrip("+~") not in drop]
+    # Only the run's own settings: where jobs go and how they launch stay the driver's.
+    return [str(o) for o in overrides
+            if o.split("=", 1)[0].lstrip("+~") not in drop and not str(o).lstrip("+~").startswith("hydra")]
 
 
 def selection_model(overrides: list[str]) -> str | None:
@@ -330,7 +332,8 @@ def loss_surfaces(final: pd.DataFrame, spec, path: Path, title: str) -> list[Pat
     for _, run in per_run.drop_duplicates(["model", "setting", "method"]).iterrows():
         source = Path(run["run_dir"]) / "analysis" / "loss_surface.png"
         if source.is_file():
-            target = path.parent / "loss_surfaces" / f"{run['model']}_{run['setting']}_{run['method']}.png"
+            name = safe_name(f"{run['model']}_{run['setting']}_{run['method']}")
+            target = path.parent / "loss_surfaces" / f"{name}.png"
             storage.write_bytes(target, source.read_bytes())
             written.append(target)
     return written

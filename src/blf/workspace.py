@@ -20,6 +20,7 @@ import fcntl
 import hashlib
 import json
 import os
+import re
 import shutil
 from contextlib import contextmanager
 from pathlib import Path
@@ -39,6 +40,11 @@ BOOKKEEPING = {".hydra", "train.log", "evaluate.log", ".lock"}
 # Run folders this process found missing before Hydra created them (app.FolderWatch): only
 # those may be removed after a refused start. A folder that existed is never removed.
 _CREATED: set[Path] = set()
+
+
+def safe_name(text: str) -> str:
+    """A value from a record or config made fit for a file name: no separators, no `..`."""
+    return re.sub(r"[^A-Za-z0-9_.+-]", "_", text).lstrip(".") or "_"
 
 
 def note_if_new(folder: Path) -> None:
@@ -118,15 +124,21 @@ class Workspace:
         except (OSError, ValueError):
             return None
 
+    @staticmethod
+    def outcome_name(row: dict) -> str:
+        """Where the per-example outcome of a robustness record lives, named from its key (never
+        read back from the record: a path in a file is not trusted)."""
+        digest = hashlib.sha1(repr(records.key(row)).encode()).hexdigest()[:10]
+        return f"per_example/{safe_name(str(row['attack']))}_eps{float(row['eps']):.6g}_{digest}.pt"
+
     def save_outcome(self, row: dict, correct: torch.Tensor, index: torch.Tensor) -> str:
         """Store which examples survived the attack of `row`; returns the path for the record."""
-        digest = hashlib.sha1(repr(records.key(row)).encode()).hexdigest()[:10]
-        relative = f"per_example/{row['attack']}_eps{row['eps']:.6g}_{digest}.pt"
+        relative = self.outcome_name(row)
         storage.save_checkpoint({"index": index.cpu(), "correct": correct.cpu()}, self.root / relative)
         return relative
 
     def load_outcome(self, row: dict) -> dict:
-        return storage.load_tensors(self.root / row["per_example"])
+        return storage.load_tensors(self.root / self.outcome_name(row))
 
     # --- identity ------------------------------------------------------------------------
 
