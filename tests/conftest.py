@@ -88,6 +88,23 @@ def evaluate(run_dir: Path, *overrides: str) -> app.Outcome:
     return app.evaluate(compose_config("evaluate", [f"run_dir={run_dir}", *overrides]), Path(run_dir))
 
 
+def bad(result: subprocess.CompletedProcess) -> str:
+    """A user's error on the command line: one `error: ` line on stderr, exit status 2, no traceback."""
+    assert result.returncode == 2, (result.returncode, result.stderr[-2000:])
+    assert "Traceback" not in result.stderr
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1, result.stderr
+    return errors[0]
+
+
+# When and where, and the state of the working tree (which an edit during the tests changes).
+UNTIMED = {"seconds", "images_per_second", "evaluated_at", "run_dir", "code_dirty", "trained_code_dirty"}
+
+
+def without_timing(rows):
+    return [{k: v for k, v in r.items() if k not in UNTIMED} for r in rows]
+
+
 def run_app(script: str, *args: str, env: dict | None = None, timeout: int = 600,
             cwd: Path = REPO) -> subprocess.CompletedProcess:
     """Run src/<script> as a user would, from the repository root (or `cwd`)."""

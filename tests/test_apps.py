@@ -13,19 +13,11 @@ import torch
 
 from blf import app, models, regularizers, storage
 from blf.errors import CheckpointError, ConfigError, DataError, NonFiniteLossError
-from conftest import REPO, TINY, compose_config, evaluate, run_app, train
+from conftest import REPO, TINY, bad, compose_config, evaluate, run_app, train, without_timing
 
 
 def read(path):
     return storage.read_jsonl(path)
-
-
-# When and where, and the state of the working tree (which an edit during the tests changes).
-TIMING = {"seconds", "images_per_second", "evaluated_at", "run_dir", "code_dirty", "trained_code_dirty"}
-
-
-def without_timing(rows):
-    return [{k: v for k, v in r.items() if k not in TIMING} for r in rows]
 
 
 def test_a_run_leaves_checkpoints_metrics_and_tidy_records(tmp_path):
@@ -134,15 +126,6 @@ def test_evaluate_adds_records_and_keeps_earlier_ones(tmp_path):
     assert [r["eps"] for r in added] == [0.1]
     # The run's training config is untouched: its checkpoint still says what it trained with.
     assert storage.load_checkpoint(run_dir / "checkpoints" / "last.pt")["config"]["attack"]["pgd"]["nb_iter"] == 3
-
-
-def bad(result):
-    """One clear line on stderr, exit status 2, no traceback."""
-    assert result.returncode == 2, (result.returncode, result.stderr[-2000:])
-    assert "Traceback" not in result.stderr
-    errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
-    assert len(errors) == 1, result.stderr
-    return errors[0]
 
 
 @pytest.mark.parametrize("override, named", [

@@ -12,16 +12,7 @@ import torch
 from blf import aggregate, data, storage, study
 from blf.errors import BusyError, CheckpointError, NonFiniteLossError
 from blf.workspace import Workspace
-from conftest import REPO, TINY, evaluate, run_app, train
-
-
-def bad(result):
-    """One clear line on stderr, exit status 2, no traceback."""
-    assert result.returncode == 2, (result.returncode, result.stderr[-2000:])
-    assert "Traceback" not in result.stderr
-    errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
-    assert len(errors) == 1, result.stderr
-    return errors[0]
+from conftest import REPO, TINY, bad, evaluate, run_app, train, without_timing
 
 
 def test_a_checkpoint_cannot_write_outside_its_run_folder(tmp_path):
@@ -204,13 +195,8 @@ def test_the_offline_mnist_route_takes_only_the_pinned_wheel(tmp_path, monkeypat
 
 # --- kill -9 at named points (blf/failpoint.py), then rerun: the records of an uninterrupted run ---
 
-UNTIMED = {"seconds", "images_per_second", "evaluated_at", "run_dir", "code_dirty", "trained_code_dirty"}
 KILL_SETTINGS = [*TINY, "trainer.epochs=3", "trainer.threads=1", "attack=[pgd,square]", "attack.square.n_queries=10",
                  "attack.square.eps=[0.1]"]
-
-
-def untimed(rows):
-    return [{k: v for k, v in r.items() if k not in UNTIMED} for r in rows]
 
 
 def run_killed_at(point: str, *args: str, script: str = "train.py") -> subprocess.CompletedProcess:
@@ -239,7 +225,7 @@ def test_train_killed_at_any_point_resumes_to_the_uninterrupted_records(point, u
     assert not (run_dir / "finished.json").exists()
     assert run_app("train.py", *KILL_SETTINGS, f"hydra.run.dir={run_dir}").returncode == 0
     for name in ("metrics.jsonl", "results.jsonl"):
-        assert untimed(storage.read_jsonl(run_dir / name)) == untimed(storage.read_jsonl(uninterrupted / name)), name
+        assert without_timing(storage.read_jsonl(run_dir / name)) == without_timing(storage.read_jsonl(uninterrupted / name)), name
     assert (run_dir / "finished.json").read_text() == (uninterrupted / "finished.json").read_text()
 
 
@@ -255,7 +241,7 @@ def test_evaluate_killed_during_its_attacks_loses_nothing(uninterrupted, tmp_pat
     assert run_killed_at("attack:3", f"run_dir={killed}", *command, script="evaluate.py").returncode == -9
     assert storage.read_jsonl(killed / "results.jsonl") == before  # a killed evaluation adds nothing half-done
     assert run_app("evaluate.py", f"run_dir={killed}", *command).returncode == 0
-    assert untimed(storage.read_jsonl(killed / "results.jsonl")) == untimed(storage.read_jsonl(straight / "results.jsonl"))
+    assert without_timing(storage.read_jsonl(killed / "results.jsonl")) == without_timing(storage.read_jsonl(straight / "results.jsonl"))
 
 
 @pytest.mark.slow
@@ -320,3 +306,19 @@ def test_an_attack_the_run_cannot_take_is_refused_before_training(tmp_path):
     with pytest.raises(ConfigError, match="allowed: blf, lblf"):
         train(tmp_path / "run", "attack=[pgd,pgd_tanh_surrogate]")
     assert not (tmp_path / "run" / "checkpoints").exists()
+
+
+def test_a_read_only_folder_gives_one_line(tmp_path, caplog, monkeypatch):
+    """As root no folder is read-only, so the refusal is simulated where every write goes through."""
+    from blf import app
+
+    def refuse(path, data):
+        raise PermissionError(13, "Permission denied", str(path))
+
+    monkeypatch.setattr(storage, "write_bytes", refuse)
+    with pytest.raises(SystemExit) as exit_, app.user_errors(Workspace(tmp_path / "run")):
+        train(tmp_path / "run", "trainer.epochs=1")
+    assert exit_.value.code == 2
+    errors = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+    assert len(errors) == 1 and errors[0].startswith("error: cannot write")
+    assert "Permission denied; allowed: a writable folder" in errors[0]
