@@ -74,27 +74,6 @@ def test_rerun_resumes_extends_and_skips_finished_work(tmp_path, caplog):
         train(run_dir, "trainer.epochs=1")
 
 
-def test_a_killed_evaluation_is_finished_on_rerun(tmp_path, monkeypatch):
-    """Killed after the attacks were recorded but before the worst case and the verdicts: the
-    rerun must not call the evaluation done."""
-    from blf import assess
-
-    run_dir = tmp_path / "run"
-
-    def killed(self):
-        raise KeyboardInterrupt
-
-    monkeypatch.setattr(assess.Assessment, "derived_rows", killed)
-    with pytest.raises(KeyboardInterrupt):
-        train(run_dir)
-    assert {r["kind"] for r in read(run_dir / "results.jsonl")} == {"robustness", "norms", "operator_norm",
-                                                                     "operator_norm_summary"}
-    monkeypatch.undo()
-    train(run_dir)
-    kinds = [r["kind"] for r in read(run_dir / "results.jsonl")]
-    assert kinds.count("worst_case") == 7 and kinds.count("integrity") == 5
-
-
 def test_killed_run_resumes_to_the_same_result(tmp_path):
     settings = [*TINY, "dataset.synthetic_train=3000", "trainer.epochs=4", "trainer.threads=1"]
     straight = tmp_path / "straight"

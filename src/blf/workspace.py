@@ -178,7 +178,7 @@ class Workspace:
         process, so a killed run never blocks its rerun."""
         self.root.mkdir(parents=True, exist_ok=True)
         path = self.root / ".lock"
-        handle = open(path, "a+")  # noqa: SIM115 - held open for the duration of the block
+        handle = open(path, "a+")  # held open for the duration of the block
         try:
             try:
                 fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
