@@ -36,7 +36,7 @@ $(STAMP): requirements.txt pyproject.toml
 
 demo: install ## MNIST: train 2C2F baseline and 2C2F+BLF, PGD over the eps grid, table + plot in results/demo/
 	$(PY) src/train.py -m experiment=demo $(OVERRIDES)
-	$(PY) -m blf.aggregate multirun/demo results/demo --title "Demo: 2C2F on MNIST, 5 epochs, PGD-40 on 500 test images"
+	$(PY) -m blf.report multirun/demo results/demo --title "Demo: 2C2F on MNIST, 5 epochs, PGD-40 on 500 test images"
 
 test: install ## Fast test suite (a few minutes on 2 CPU cores)
 	$(PY) -m pytest -m "not slow"
@@ -45,13 +45,13 @@ test-all: install ## All tests, including those marked slow
 	$(PY) -m pytest
 
 bench: install ## Throughput benchmarks; writes bench/latest.json
-	$(PY) -m blf.bench --out bench/latest.json
+	$(PY) benchmarks/bench.py --out bench/latest.json
 
 fig1: install ## Fig. 1: logit/pre-logit norms vs PGD accuracy, ResNet-18 CIFAR-10 -> results/fig1/<profile>/
 	$(call study,fig1)
 
 fig2: install ## Fig. 2: BLF vs tanh with the extrema of Theorem 3 -> results/fig2/
-	$(PY) -m blf.figures fig2 results/fig2
+	$(PY) -m blf.report.figures fig2 results/fig2
 
 fig3: install ## Fig. 3: MNIST 2C2F/4C3F under PGD, ST and AT, 5 seeds -> results/fig3/<profile>/
 	$(call study,fig3)
@@ -86,4 +86,4 @@ wandb-sync: install ## Upload offline W&B runs found under multirun/ and outputs
 	@find multirun outputs -type d -name 'offline-run-*' 2>/dev/null | xargs -r $(VENV)/bin/wandb sync
 
 lint: install ## ruff (pinned in requirements.txt): pyflakes (F841 unused variables included), pycodestyle, imports, bugbear
-	$(VENV)/bin/ruff check src tests
+	$(VENV)/bin/ruff check src tests benchmarks

@@ -12,12 +12,12 @@ import hydra
 from omegaconf import DictConfig
 
 from blf import app
-from blf.workspace import Workspace
+from blf.run.folder import RunFolder
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="evaluate")
 def main(cfg: DictConfig) -> None:
-    with app.user_errors(Workspace(app.hydra_run_dir())):
+    with app.user_errors(RunFolder(app.hydra_run_dir())):
         app.evaluate(cfg)
 
 

@@ -11,8 +11,10 @@ import time
 import pytest
 import torch
 
-from blf import app, models, regularizers, storage
+from blf import app
 from blf.errors import CheckpointError, ConfigError, DataError, NonFiniteLossError
+from blf.nn import models, regularizers
+from blf.run import storage
 from conftest import REPO, TINY, bad, compose_config, evaluate, run_app, train, without_timing
 
 
@@ -151,7 +153,7 @@ def test_bad_value_never_touches_an_existing_run(tmp_path):
 
 def test_study_bookkeeping_does_not_make_another_run(tmp_path):
     """Editing a study's YAML (title, grid, seeds) leaves its runs resumable and finished."""
-    from blf import identity
+    from blf.run import identity
 
     base = ["experiment=fig3", "profile=smoke", "trainer.epochs=1", "dataset.n_train=null"]
     run_dir = tmp_path / "run"

@@ -6,8 +6,10 @@ import torch
 from omegaconf import OmegaConf
 
 import conftest
-from blf import attacks, data, evaluation, heads, loss_surface, models, operator_norm
+from blf import data
 from blf.errors import ConfigError
+from blf.eval import attacks, loss_surface, operator_norm, robustness
+from blf.nn import heads, models
 
 CPU = torch.device("cpu")
 
@@ -51,7 +53,7 @@ def test_each_attack_runs_within_budget(tiny, name):
     assert x_adv.shape == x.shape
     assert float((x_adv - x).abs().max()) <= 0.1 + 1e-5
     assert 0.0 <= float(x_adv.min()) and float(x_adv.max()) <= 1.0
-    rows = evaluation.robustness(classifier, split, attack, batch_size=6, seed=0, device=CPU, progress=False)
+    rows = robustness.robustness(classifier, split, attack, batch_size=6, seed=0, device=CPU, progress=False)
     (row, correct), = rows
     assert row["attack"] == name and row["eps"] == 0.1 and correct.shape == (6,)
     assert all(f"attack.{k}" in row for k in attack.settings())

@@ -5,9 +5,10 @@ import torch
 from omegaconf import OmegaConf
 from torch import nn
 
-from blf import attacks, evaluation, heads, models
 from blf.data import Split
 from blf.errors import ConfigError
+from blf.eval import attacks, robustness
+from blf.nn import heads, models
 from conftest import attack_config
 
 
@@ -72,15 +73,15 @@ def test_pgd_does_not_touch_parameter_gradients(classifier, batch):
 def test_robustness_rows_and_clean_row_at_eps_zero(classifier, batch):
     x, y = batch
     split = Split((x * 255).round().to(torch.uint8), y)
-    outcomes = evaluation.robustness(classifier, split, pgd_attack(), batch_size=8, seed=0, device=torch.device("cpu"), progress=False)
+    outcomes = robustness.robustness(classifier, split, pgd_attack(), batch_size=8, seed=0, device=torch.device("cpu"), progress=False)
     rows = [row for row, _ in outcomes]
     assert [r["eps"] for r in rows] == [0.0, 0.1]
     assert [int(c.sum()) for _, c in outcomes] == [r["correct"] for r in rows]
-    clean = evaluation.clean_accuracy(classifier, split, 8, torch.device("cpu"))
+    clean = robustness.clean_accuracy(classifier, split, 8, torch.device("cpu"))
     assert rows[0]["accuracy"] == pytest.approx(clean)
     assert rows[1]["accuracy"] <= rows[0]["accuracy"]
     assert rows[1]["attack.nb_iter"] == 10
-    again = evaluation.robustness(classifier, split, pgd_attack(), batch_size=8, seed=0, device=torch.device("cpu"), progress=False)
+    again = robustness.robustness(classifier, split, pgd_attack(), batch_size=8, seed=0, device=torch.device("cpu"), progress=False)
     assert all(torch.equal(a, b) for (_, a), (_, b) in zip(again, outcomes))
 
 

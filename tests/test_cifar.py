@@ -8,9 +8,11 @@ import torch
 import torchvision
 from omegaconf import OmegaConf
 
-from blf import data, heads, models, training
+from blf import data
 from blf.errors import ConfigError, DataError
-from blf.regularizers import Regularizer
+from blf.nn import heads, models
+from blf.nn.regularizers import Regularizer
+from blf.train import objectives
 from conftest import compose_config, train
 
 CPU = torch.device("cpu")
@@ -107,31 +109,31 @@ class TestTrades:
 
     def test_inner_maximisation_increases_the_kl(self, setup):
         classifier, x, y = setup
-        mode = training.TRADES(beta=6.0, eps=0.3, nb_iter=10, eps_iter=0.03)
+        mode = objectives.TRADES(beta=6.0, eps=0.3, nb_iter=10, eps_iter=0.03)
         classifier.eval()
         with torch.no_grad():
             clean = torch.softmax(classifier(x), 1)
             torch.manual_seed(1)
             start = x + 0.001 * torch.randn_like(x)
-            kl_start = training.kl_to_clean(classifier(start), clean)
+            kl_start = objectives.kl_to_clean(classifier(start), clean)
         torch.manual_seed(1)
         x_adv = mode.adversarial(classifier, x, y)
         with torch.no_grad():
-            assert training.kl_to_clean(classifier(x_adv), clean) > 10 * kl_start
+            assert objectives.kl_to_clean(classifier(x_adv), clean) > 10 * kl_start
         assert float((x_adv - x).abs().max()) <= 0.3 + 1e-6 and 0 <= float(x_adv.min()) and float(x_adv.max()) <= 1
 
     def test_beta_zero_is_the_clean_objective(self, setup):
         classifier, x, y = setup
         classifier.eval()  # no dropout, so the two forward passes agree
-        loss, logits = training.TRADES(beta=0.0, eps=0.3, nb_iter=2, eps_iter=0.03).loss(classifier, x, y, Regularizer())
+        loss, logits = objectives.TRADES(beta=0.0, eps=0.3, nb_iter=2, eps_iter=0.03).loss(classifier, x, y, Regularizer())
         assert torch.allclose(loss, torch.nn.functional.cross_entropy(classifier(x), y))
-        positive, _ = training.TRADES(beta=6.0, eps=0.3, nb_iter=2, eps_iter=0.03).loss(classifier, x, y, Regularizer())
+        positive, _ = objectives.TRADES(beta=6.0, eps=0.3, nb_iter=2, eps_iter=0.03).loss(classifier, x, y, Regularizer())
         assert positive > loss
 
     def test_beta_is_validated_and_recorded(self):
         with pytest.raises(ConfigError, match="training.beta"):
-            training.TRADES(beta=-1, eps=0.3, nb_iter=1, eps_iter=0.01)
-        assert training.TRADES(beta=9, eps=0.3, nb_iter=1, eps_iter=0.01).describe() == {"training": "trades", "beta": 9.0}
+            objectives.TRADES(beta=-1, eps=0.3, nb_iter=1, eps_iter=0.01)
+        assert objectives.TRADES(beta=9, eps=0.3, nb_iter=1, eps_iter=0.01).describe() == {"training": "trades", "beta": 9.0}
 
 
 def test_real_cifar_files_become_uint8_tensors(tmp_path, monkeypatch):

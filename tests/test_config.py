@@ -6,8 +6,9 @@ import pytest
 import torch
 from hydra.errors import MissingConfigException
 
-from blf import assembly, identity, storage
+from blf import assembly
 from blf.errors import ConfigError
+from blf.run import identity, storage
 from conftest import CONF, compose_config, train
 
 GROUPS = ["dataset", "model", "head", "regularizer", "training", "attack", "eval", "logger"]

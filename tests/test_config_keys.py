@@ -35,7 +35,11 @@ import torchvision
 import yaml
 from omegaconf import DictConfig, OmegaConf
 
-from blf import app, attacks, console, data, models, storage, study
+from blf import app, console, data
+from blf.eval import attacks
+from blf.nn import models
+from blf.run import storage
+from blf.study import driver
 from conftest import CONF, as_overrides, compose_config
 
 OTHER_RUN = "<another trained run>"
@@ -551,7 +555,7 @@ def fake_records(cfg: DictConfig) -> pd.DataFrame:
     """Records of every grid job of a study at its first seed, with made-up but fixed numbers:
     what the driver's selection and report read."""
     rows = []
-    for entry in study.grid_overrides(cfg):
+    for entry in driver.grid_overrides(cfg):
         values = {o.split("=", 1)[0]: o.split("=", 1)[1].split(",") for o in entry}
         for combo in itertools.product(*values.values()):
             job = dict(zip(values, combo))
@@ -595,7 +599,7 @@ def test_study_key_changes_the_plan_selection_or_report(key, probe, tmp_path):
     def observe(side):
         overrides = command({}, probe, key, side)
         experiment, profile = overrides.pop("experiment"), overrides.pop("profile")
-        s = study.Study(experiment, profile, dry_run=True, sweep=tmp_path / side / "multirun", out=tmp_path / side / "out")
+        s = driver.Study(experiment, profile, dry_run=True, sweep=tmp_path / side / "multirun", out=tmp_path / side / "out")
         for name, value in overrides.items():
             value = yaml.safe_load(value) if isinstance(value, str) else value
             OmegaConf.update(s.cfg, name, value, merge=False, force_add=True)
@@ -603,7 +607,7 @@ def test_study_key_changes_the_plan_selection_or_report(key, probe, tmp_path):
         df = fake_records(s.cfg)
         chosen = s.select(df)
         written = s.report(s.final(df, chosen))
-        return {"grid": study.grid_overrides(s.cfg), "seeds": {d: study.seeds_of(s.cfg, d) for d in ("mnist", "cifar10")},
+        return {"grid": driver.grid_overrides(s.cfg), "seeds": {d: driver.seeds_of(s.cfg, d) for d in ("mnist", "cifar10")},
                 "chosen": chosen.to_csv(index=False),
                 # Tables as text, figures as the digest of their pixels (a PDF carries its date).
                 "files": {p.name: p.read_text() if p.suffix in (".md", ".tex") else hashlib.sha1(p.read_bytes()).hexdigest()

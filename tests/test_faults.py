@@ -9,9 +9,12 @@ import time
 import pytest
 import torch
 
-from blf import aggregate, data, storage, study
+from blf import data
 from blf.errors import BusyError, CheckpointError, NonFiniteLossError
-from blf.workspace import Workspace
+from blf.report import collect
+from blf.run import storage
+from blf.run.folder import RunFolder
+from blf.study import driver
 from conftest import REPO, TINY, bad, evaluate, run_app, train, without_timing
 
 
@@ -29,34 +32,34 @@ def test_a_checkpoint_cannot_write_outside_its_run_folder(tmp_path):
 
 
 def test_a_killed_evaluation_is_not_finished_until_completed(tmp_path, monkeypatch):
-    from blf import assess
+    from blf.eval import assessment
 
     run_dir = tmp_path / "run"
 
     def killed(self):
         raise KeyboardInterrupt  # the process dies between the attacks and the worst case
 
-    monkeypatch.setattr(assess.Assessment, "derived_rows", killed)
+    monkeypatch.setattr(assessment.Assessment, "derived_rows", killed)
     with pytest.raises(KeyboardInterrupt):
         train(run_dir)
     assert not (run_dir / "finished.json").exists()
     (run_dir / ".hydra").mkdir()
     (run_dir / ".hydra" / "config.yaml").write_text("trainer: {epochs: 2}\n")
-    assert aggregate.job_status(run_dir)["status"] != "complete"
+    assert collect.job_status(run_dir)["status"] != "complete"
     monkeypatch.undo()
     train(run_dir)
     kinds = [r["kind"] for r in storage.read_jsonl(run_dir / "results.jsonl")]
     assert kinds.count("worst_case") == 7 and kinds.count("integrity") == 5 and kinds.count("robustness") == 7
-    assert (run_dir / "finished.json").exists() and aggregate.job_status(run_dir)["status"] == "complete"
+    assert (run_dir / "finished.json").exists() and collect.job_status(run_dir)["status"] == "complete"
 
 
 def test_a_run_folder_serves_one_process_at_a_time(tmp_path):
     run_dir = tmp_path / "run"
-    with Workspace(run_dir).locked():
+    with RunFolder(run_dir).locked():
         with pytest.raises(BusyError, match=f"in use by process {os.getpid()}"):
             train(run_dir)
         with pytest.raises(BusyError):
-            Workspace(run_dir).locked().__enter__()
+            RunFolder(run_dir).locked().__enter__()
     train(run_dir)  # released with the block (and with a killed process)
 
 
@@ -170,10 +173,10 @@ def test_a_full_disk_gives_one_line_and_keeps_the_last_good_state(tmp_path):
 
 def test_the_study_driver_refuses_bad_arguments_in_one_line(tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_:
-        study.main(["fig3", "--jobs", "0"])
+        driver.main(["fig3", "--jobs", "0"])
     assert exit_.value.code == 2 and "allowed: integers >= 1" in capsys.readouterr().err
     for override in ("nosuch.key=1", "trainer.epochs=["):
-        assert study.main(["fig3", "--dry-run", "--sweep-dir", str(tmp_path), override]) == 2
+        assert driver.main(["fig3", "--dry-run", "--sweep-dir", str(tmp_path), override]) == 2
         err = capsys.readouterr().err
         assert err.count("error: ") == 1 and "Traceback" not in err
 
@@ -283,7 +286,7 @@ def test_paths_in_records_are_not_followed(tmp_path):
     assert [r["correct"] for r in worst] == [pgd[r["eps"]] for r in worst]  # the run's own outcomes, not secret.pt's
     (run_dir / ".hydra").mkdir(exist_ok=True)
     (run_dir / ".hydra" / "config.yaml").write_text("trainer: {epochs: 1}\n")
-    df, _ = aggregate.collect(tmp_path / "runs")
+    df, _ = collect.collect(tmp_path / "runs")
     assert set(df["run_dir"]) == {str(run_dir)}
 
 
@@ -294,7 +297,7 @@ def test_record_values_do_not_name_files_outside_the_report(tmp_path):
                             "setting": "ST", "method": "/abs", "max_minus_min": 1.0, "point": 0, "dataset": "mnist"}])
     (tmp_path / "run" / "analysis").mkdir(parents=True)
     (tmp_path / "run" / "analysis" / "loss_surface.png").write_bytes(b"png")
-    written = study.loss_surfaces(points, None, tmp_path / "out" / "table5", "Table 5")
+    written = driver.loss_surfaces(points, None, tmp_path / "out" / "table5", "Table 5")
     copies = [p for p in written if p.suffix == ".png"]
     assert len(copies) == 1 and copies[0].parent == tmp_path / "out" / "loss_surfaces"
     assert not list(tmp_path.parent.glob("evil*"))
@@ -316,7 +319,7 @@ def test_a_read_only_folder_gives_one_line(tmp_path, caplog, monkeypatch):
         raise PermissionError(13, "Permission denied", str(path))
 
     monkeypatch.setattr(storage, "write_bytes", refuse)
-    with pytest.raises(SystemExit) as exit_, app.user_errors(Workspace(tmp_path / "run")):
+    with pytest.raises(SystemExit) as exit_, app.user_errors(RunFolder(tmp_path / "run")):
         train(tmp_path / "run", "trainer.epochs=1")
     assert exit_.value.code == 2
     errors = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]

@@ -4,7 +4,7 @@ record kind in one frame) and lay panels out in the paper's order."""
 import matplotlib.pyplot as plt
 import pandas as pd
 
-from blf import figures
+from blf.report import figures
 
 
 def records(run_dir, head, gamma, training, model, accuracy):

@@ -6,8 +6,8 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from blf import heads
 from blf.errors import ConfigError
+from blf.nn import heads
 
 SQRT5 = math.sqrt(5.0)
 

@@ -4,7 +4,7 @@ import pytest
 import torch
 from torch import nn
 
-from blf.input_gradient import ImageConv2d, fast_input_gradients
+from blf.nn.input_gradient import ImageConv2d, fast_input_gradients
 
 
 @pytest.mark.parametrize("c_in, c_out, kernel, padding, channels_last", [

@@ -5,7 +5,9 @@ import torch
 from omegaconf import OmegaConf
 from torch import nn
 
-from blf import attacks, data, evaluation, heads, integrity, models
+from blf import data
+from blf.eval import attacks, integrity, robustness
+from blf.nn import heads, models
 from conftest import attack_config
 
 CHECKS = OmegaConf.create({
@@ -48,7 +50,7 @@ def honest(dataset):
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
-    assert evaluation.clean_accuracy(classifier, dataset.test, 100, CPU) > 90
+    assert robustness.clean_accuracy(classifier, dataset.test, 100, CPU) > 90
     return classifier.eval()
 
 
@@ -62,7 +64,7 @@ def assess(classifier, dataset):
         attacks.build("square", attack_config("square", eps=[0.1], n_queries=300, p_init=0.8, n_restarts=1, loss="margin",
                                               seed=0)),
     ]
-    _, outcomes = evaluation.evaluate(classifier, dataset.test, suite, seed=0, batch_size=100, device=CPU, num_classes=10, progress=False)
+    _, outcomes = robustness.evaluate(classifier, dataset.test, suite, seed=0, batch_size=100, device=CPU, num_classes=10, progress=False)
     verdicts = integrity.run(classifier, dataset.test, outcomes, CHECKS, batch_size=100, device=CPU, seed=0)
     return {v.check: v for v in verdicts}, outcomes
 
@@ -74,7 +76,7 @@ def test_honest_model_passes_every_check(honest, dataset):
 
 def test_masked_model_is_caught(honest, dataset):
     masked = masked_version(honest)
-    assert evaluation.clean_accuracy(masked, dataset.test, 100, CPU) > 80  # still a working classifier
+    assert robustness.clean_accuracy(masked, dataset.test, 100, CPU) > 80  # still a working classifier
     verdicts, outcomes = assess(masked, dataset)
     report = integrity.report(list(verdicts.values()))
     assert verdicts["input_gradients"].failed and verdicts["input_gradients"].value == 100.0
@@ -98,6 +100,6 @@ def test_monotonic_check_flags_a_rising_curve():
 def test_worst_case_is_the_per_example_minimum():
     a = torch.tensor([True, True, False, True])
     b = torch.tensor([True, False, True, True])
-    rows = evaluation.worst_case([({"attack": "pgd", "eps": 0.1}, a), ({"attack": "square", "eps": 0.1}, b),
+    rows = robustness.worst_case([({"attack": "pgd", "eps": 0.1}, a), ({"attack": "square", "eps": 0.1}, b),
                                   ({"attack": "pgd", "eps": 0.2}, b)])
     assert [(r["eps"], r["accuracy"], r["attacks"]) for r in rows] == [(0.1, 50.0, "pgd+square"), (0.2, 75.0, "pgd")]

@@ -5,8 +5,8 @@ import torch
 from omegaconf import OmegaConf
 from torch import nn
 
-from blf import heads, models
 from blf.errors import ConfigError
+from blf.nn import heads, models
 
 
 def build(name, head="identity"):

@@ -7,8 +7,8 @@ import pytest
 from nbclient import NotebookClient
 from omegaconf import open_dict
 
-from blf import study
 from blf.errors import BLFError
+from blf.study import driver
 from conftest import REPO, TINY
 
 NOTEBOOKS = sorted((REPO / "notebooks").glob("*.ipynb"))
@@ -27,11 +27,11 @@ def test_every_notebook_is_valid_and_reads_results_through_the_study():
 
 def test_load_without_results_names_the_command(tmp_path):
     with pytest.raises(BLFError, match="make fig3 PROFILE=smoke"):
-        study.Study("fig3", "smoke", out=tmp_path / "nothing").load()
+        driver.Study("fig3", "smoke", out=tmp_path / "nothing").load()
 
 
 def test_curves_notebook_runs_on_a_small_study(tmp_path, monkeypatch):
-    s = study.Study("fig3", "smoke", overrides=[*TINY, "trainer.epochs=1", "dataset.n_train=null"],
+    s = driver.Study("fig3", "smoke", overrides=[*TINY, "trainer.epochs=1", "dataset.n_train=null"],
                     sweep=tmp_path / "multirun", out=tmp_path / "results")
     with open_dict(s.cfg):
         s.cfg.study.grid = {"baseline": {"model": "2c2f", "training": "standard"},

@@ -3,9 +3,9 @@
 import pytest
 import torch
 
-from blf import records, storage
 from blf.errors import CheckpointError
-from blf.workspace import Workspace
+from blf.run import records, storage
+from blf.run.folder import RunFolder
 
 
 def row(attack="pgd", eps=0.1, accuracy=50.0, **extra):
@@ -56,13 +56,13 @@ def test_corrupted_checkpoint_is_reported_not_loaded(tmp_path):
 
 def test_checkpoints_refuse_arbitrary_objects(tmp_path):
     path = tmp_path / "evil.pt"
-    torch.save({"model": {}, "config": {}, "payload": Workspace(tmp_path)}, path)
+    torch.save({"model": {}, "config": {}, "payload": RunFolder(tmp_path)}, path)
     with pytest.raises(CheckpointError, match="unreadable"):
         storage.load_checkpoint(path)
 
 
 def test_workspace_refuses_a_different_run_and_restores_hydra_files(tmp_path):
-    workspace = Workspace(tmp_path)
+    workspace = RunFolder(tmp_path)
     (tmp_path / ".hydra").mkdir()
     (tmp_path / ".hydra" / "config.yaml").write_text("head: {name: identity}\n")  # rewritten by Hydra
     saved = {"head": {"name": "blf", "gamma": 1.0}, "trainer": {"epochs": 5}, "logger": {"name": "wandb"}}
@@ -77,13 +77,13 @@ def test_workspace_refuses_a_different_run_and_restores_hydra_files(tmp_path):
 
 def test_missing_checkpoint_names_the_folder(tmp_path):
     with pytest.raises(CheckpointError, match=f"{tmp_path} has no checkpoints/best.pt"):
-        Workspace(tmp_path).load("best")
+        RunFolder(tmp_path).load("best")
 
 
 def test_stale_and_mixed_results_are_flagged_by_the_report(tmp_path, capsys):
     """A report over records of two code versions says so; CIFAR-10 runs whose checkpoints
     predate schema 2 (trained before augmentation reached the loop) are named."""
-    from blf import aggregate
+    from blf.report import collect, provenance
 
     identity = {"dataset": "cifar10", "model": "resnet18", "head": "identity", "gamma": None, "regularizer": "none",
                 "lam": None, "alpha": None, "training": "standard", "beta": None, "seed": 0}
@@ -92,18 +92,16 @@ def test_stale_and_mixed_results_are_flagged_by_the_report(tmp_path, capsys):
         "newer": {"schema_version": 2, "code_commit": "b" * 40, "code_dirty": True, "trained_schema_version": 2},
         "old": {},  # written before schema 2: no provenance at all
     }
-    for name, provenance in runs.items():
+    for name, stamp in runs.items():
         run = tmp_path / "sweep" / name
         (run / ".hydra").mkdir(parents=True)
         (run / ".hydra" / "config.yaml").write_text("trainer: {epochs: 1}\n")
-        storage.write_jsonl(run / "results.jsonl", [row(eps=e, **identity, **provenance, run_dir=str(run)) for e in (0.0, 0.1)])
-    assert aggregate.main([str(tmp_path / "sweep"), str(tmp_path / "out")]) == 0
+        storage.write_jsonl(run / "results.jsonl", [row(eps=e, **identity, **stamp, run_dir=str(run)) for e in (0.0, 0.1)])
+    assert collect.main([str(tmp_path / "sweep"), str(tmp_path / "out")]) == 0
     err = capsys.readouterr().err
     assert "3 code versions (aaaaaaaaaa, bbbbbbbbbb+dirty, before schema 2)" in err
     assert "1 CIFAR-10 run(s) were trained before the augmentation reached training" in err and "/old" in err
 
-    from blf import reporting
-
-    df = aggregate.collect(tmp_path / "sweep")[0]
-    assert reporting.provenance_note(df) == " [MIXED CODE VERSIONS: 3] [CIFAR-10 TRAINED WITHOUT AUGMENTATION: 1 runs]"
-    assert reporting.provenance_note(df[df["run_dir"].str.endswith("new")]) == ""
+    df = collect.collect(tmp_path / "sweep")[0]
+    assert provenance.provenance_note(df) == " [MIXED CODE VERSIONS: 3] [CIFAR-10 TRAINED WITHOUT AUGMENTATION: 1 runs]"
+    assert provenance.provenance_note(df[df["run_dir"].str.endswith("new")]) == ""

@@ -6,8 +6,8 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from blf import regularizers
 from blf.errors import ConfigError
+from blf.nn import regularizers
 
 LOGITS = torch.tensor([[2.0, 0.0, -1.0], [0.5, 1.5, 0.0]])
 Y = torch.tensor([0, 2])

@@ -3,7 +3,8 @@
 import pandas as pd
 import pytest
 
-from blf import selection
+from blf.report import labels
+from blf.study import selection
 
 
 def run(run_dir, *, head="identity", gamma=None, regularizer="none", lam=None, alpha=None, training="standard",
@@ -18,16 +19,16 @@ def run(run_dir, *, head="identity", gamma=None, regularizer="none", lam=None, a
 
 
 def test_methods_and_their_hyperparameters():
-    assert selection.method({"head": "identity", "regularizer": "none", "training": "standard"}) == "Baseline"
-    assert selection.method({"head": "identity", "regularizer": "logit_squeezing", "training": "pgd_at"}) == "LSQ"
-    assert selection.method({"head": "blf", "regularizer": "none", "training": "standard"}) == "BLF"
-    assert selection.method({"head": "lblf", "regularizer": "none"}) == "L-BLF"
-    assert selection.method({"head": "identity", "regularizer": "none", "training": "trades"}) == "TRADES"
-    assert selection.method({"head": "blf", "regularizer": "label_smoothing"}) == "LSM+BLF"
-    assert selection.hyperparameter({"regularizer": "label_smoothing", "alpha": 0.1}) == ("alpha", 0.1)
-    assert selection.hyperparameter({"training": "trades", "beta": 6.0}) == ("beta", 6.0)
-    assert selection.hyperparameter({"head": "lblf", "gamma": 0.31}) == (None, None)
-    assert selection.setting("pgd_at") == selection.setting("trades") == "AT" != selection.setting("standard")
+    assert labels.method({"head": "identity", "regularizer": "none", "training": "standard"}) == "Baseline"
+    assert labels.method({"head": "identity", "regularizer": "logit_squeezing", "training": "pgd_at"}) == "LSQ"
+    assert labels.method({"head": "blf", "regularizer": "none", "training": "standard"}) == "BLF"
+    assert labels.method({"head": "lblf", "regularizer": "none"}) == "L-BLF"
+    assert labels.method({"head": "identity", "regularizer": "none", "training": "trades"}) == "TRADES"
+    assert labels.method({"head": "blf", "regularizer": "label_smoothing"}) == "LSM+BLF"
+    assert labels.hyperparameter({"regularizer": "label_smoothing", "alpha": 0.1}) == ("alpha", 0.1)
+    assert labels.hyperparameter({"training": "trades", "beta": 6.0}) == ("beta", 6.0)
+    assert labels.hyperparameter({"head": "lblf", "gamma": 0.31}) == (None, None)
+    assert labels.setting("pgd_at") == labels.setting("trades") == "AT" != labels.setting("standard")
 
 
 def frame(*runs):
@@ -86,7 +87,7 @@ def test_unknown_criterion_is_refused():
 
 
 def test_wrn_takes_resnet18s_choice_for_each_attack_and_the_choice_is_written_down():
-    from blf import study
+    from blf.study import driver
 
     eps = 8 / 255
     df = frame(
@@ -96,7 +97,7 @@ def test_wrn_takes_resnet18s_choice_for_each_attack_and_the_choice_is_written_do
         # a WRN run already trained (a rerun after the seeds stage) is not tuned on its own
         run("w1", dataset="cifar10", model="wrn34_10", head="blf", gamma=0.1, spsa={eps: 99.0}),
     )
-    chosen = study.Study("table1", "smoke").select(df)
+    chosen = driver.Study("table1", "smoke").select(df)
     assert len(chosen) == 4
     wrn = chosen[chosen["model"] == "wrn34_10"]
     assert sorted(wrn["method"]) == ["BLF", "Baseline"]
@@ -107,11 +108,11 @@ def test_wrn_takes_resnet18s_choice_for_each_attack_and_the_choice_is_written_do
 
 
 def test_the_study_selects_on_the_grid_seed_even_when_other_seeds_score_higher():
-    from blf import study
+    from blf.study import driver
 
     df = frame(
         run("g1", head="blf", gamma=0.5, clean=90.0, seed=0), run("g2", head="blf", gamma=1.0, clean=91.0, seed=0),
         run("s1", head="blf", gamma=0.5, clean=99.0, seed=1),  # a later seed of the first choice
     )
-    chosen = study.Study("fig3", "smoke").select(df)
+    chosen = driver.Study("fig3", "smoke").select(df)
     assert chosen["run_dir"].tolist() == ["g2"] and chosen["hp_value"].tolist() == [1.0]

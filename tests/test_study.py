@@ -11,7 +11,9 @@ import pandas as pd
 import pytest
 from omegaconf import open_dict
 
-from blf import aggregate, storage, study
+from blf.report import collect
+from blf.run import storage
+from blf.study import driver
 from conftest import REPO, TINY, compose_config, run_app
 
 EXPERIMENTS = ["fig1", "fig3", "fig4", "fig5", "fig7", "table1", "table2", "table3", "table4", "table5"]
@@ -20,42 +22,42 @@ EXPERIMENTS = ["fig1", "fig3", "fig4", "fig5", "fig7", "table1", "table2", "tabl
 @pytest.mark.parametrize("name", EXPERIMENTS)
 @pytest.mark.parametrize("profile", ["paper", "smoke"])
 def test_every_experiment_composes_and_its_grid_entries_are_valid_overrides(name, profile):
-    cfg = study.experiment_config(name, profile)
+    cfg = driver.experiment_config(name, profile)
     spec = cfg.study
-    assert spec.report in study.REPORTS and spec.get("select", "protocol") in ("protocol", "attack", "none")
+    assert spec.report in driver.REPORTS and spec.get("select", "protocol") in ("protocol", "attack", "none")
     assert spec.grid and spec.seeds
     if spec.get("select", "protocol") != "none":
-        eps = study.budgets(spec)
+        eps = driver.budgets(spec)
         assert all(isinstance(v, float) and 0 < v <= 0.3 for v in eps.values()), eps
-    for overrides in study.grid_overrides(cfg):
+    for overrides in driver.grid_overrides(cfg):
         first = [f"{o.split('=', 1)[0]}={o.split('=', 1)[1].split(',')[0]}" for o in overrides]
         job = compose_config(overrides=[f"experiment={name}", f"profile={profile}", *first])
         assert job.experiment_name == name and job.profile_name == profile
 
 
 def test_paper_grids_and_the_smoke_reduction():
-    paper = study.grid_overrides(study.experiment_config("fig3", "paper"))
-    smoke = study.grid_overrides(study.experiment_config("fig3", "smoke"))
+    paper = driver.grid_overrides(driver.experiment_config("fig3", "paper"))
+    smoke = driver.grid_overrides(driver.experiment_config("fig3", "smoke"))
     assert "regularizer.lam=0.01,0.05,0.1,0.3,0.5" in paper[1] and "regularizer.lam=0.01,0.05" in smoke[1]
     assert "model=2c2f,4c3f" in smoke[1] and "seed=0" in smoke[1]  # only hyper-parameter grids shrink
-    assert study.seeds_of(study.experiment_config("fig3", "paper"), "mnist") == [0, 1, 2, 3, 4]
-    assert study.seeds_of(study.experiment_config("fig3", "smoke"), "mnist") == [0]
-    fig7 = study.experiment_config("fig7", "paper")
-    assert study.seeds_of(fig7, "cifar10") == [0, 1, 2]
-    assert study.experiment_config("fig4", "paper").study.transfer.wrn34_10 == "resnet18"
+    assert driver.seeds_of(driver.experiment_config("fig3", "paper"), "mnist") == [0, 1, 2, 3, 4]
+    assert driver.seeds_of(driver.experiment_config("fig3", "smoke"), "mnist") == [0]
+    fig7 = driver.experiment_config("fig7", "paper")
+    assert driver.seeds_of(fig7, "cifar10") == [0, 1, 2]
+    assert driver.experiment_config("fig4", "paper").study.transfer.wrn34_10 == "resnet18"
 
 
 def test_launchers_share_the_cores():
-    assert study.launcher_overrides("basic", 1) == []
-    joblib = study.launcher_overrides("joblib", 2)
+    assert driver.launcher_overrides("basic", 1) == []
+    joblib = driver.launcher_overrides("joblib", 2)
     assert joblib[:2] == ["hydra/launcher=joblib", "hydra.launcher.n_jobs=2"]
     assert joblib[2] == f"trainer.threads={max(1, (os.cpu_count() or 1) // 2)}"
-    assert study.launcher_overrides("slurm", 1) == ["hydra/launcher=slurm"]
+    assert driver.launcher_overrides("slurm", 1) == ["hydra/launcher=slurm"]
 
 
 def small_study(tmp_path, launcher="basic"):
     """fig3's driver on two tiny grid entries and two seeds, in tmp_path."""
-    s = study.Study("fig3", "smoke", launcher=launcher, jobs=2, overrides=[*TINY, "trainer.epochs=1", "dataset.n_train=null"],
+    s = driver.Study("fig3", "smoke", launcher=launcher, jobs=2, overrides=[*TINY, "trainer.epochs=1", "dataset.n_train=null"],
                     sweep=tmp_path / "multirun", out=tmp_path / "results")
     with open_dict(s.cfg):
         s.cfg.study.grid = {"baseline": {"model": "2c2f", "training": "standard"},
@@ -86,12 +88,12 @@ def test_study_runs_grid_selection_seeds_and_report_with_joblib(tmp_path, capsys
     out = capsys.readouterr().out
     assert "$ " not in out and out.count("finished, not launched") == 4  # 2 grid + 2 seed multiruns
     assert {p: p.stat().st_mtime for p in (tmp_path / "multirun").rglob("checkpoints/last.pt")} == before
-    df, _ = aggregate.collect(tmp_path / "multirun")
+    df, _ = collect.collect(tmp_path / "multirun")
     keys = df[df["kind"] == "robustness"][["run_dir", "attack", "eps"]]
     assert not keys.duplicated().any()
     # Another evaluation setting is work left to do: that multirun would launch again.
     again = small_study(tmp_path)
-    grid = study.grid_overrides(again.cfg)
+    grid = driver.grid_overrides(again.cfg)
     assert again.finished(grid[0])
     again.extra.append("eval.n=16")
     assert not again.finished(grid[0])
@@ -102,7 +104,7 @@ def test_submitit_local_sweep(tmp_path):
     result = run_app("train.py", "-m", *TINY, "trainer.epochs=1", "seed=0,1", "hydra/launcher=submitit_local",
                      "hydra.launcher.timeout_min=10", f"hydra.sweep.dir={sweep}")
     assert result.returncode == 0, result.stderr
-    df, jobs = aggregate.collect(sweep)
+    df, jobs = collect.collect(sweep)
     assert len(jobs) == 2 and set(jobs["status"]) == {"complete"}
     assert sorted(df[df["kind"] == "norms"]["seed"]) == [0, 1]
 
@@ -112,9 +114,9 @@ def test_aggregation_reports_unfinished_runs(tmp_path):
     assert run_app("train.py", "-m", *TINY, "trainer.epochs=1", "seed=0,1", f"hydra.sweep.dir={sweep}").returncode == 0
     broken = next(p for p in sweep.iterdir() if p.is_dir() and "seed:1" in p.name)
     (broken / "results.jsonl").unlink()
-    df, jobs = aggregate.collect(sweep)
+    df, jobs = collect.collect(sweep)
     assert dict(zip(jobs["run_dir"].map(lambda p: "seed:1" in p), jobs["status"])) == {True: "training", False: "complete"}
-    assert "warning: training" in aggregate.report_jobs(jobs)
+    assert "warning: training" in collect.report_jobs(jobs)
     assert set(df["seed"]) == {0}
 
 
@@ -136,7 +138,7 @@ def test_killed_smoke_sweep_resumes_without_loss_or_duplicates(tmp_path):
     finished_before = len(list((tmp_path / "multirun").glob("*/results.jsonl")))
     assert 6 <= finished_before < 36
     assert subprocess.run(command, cwd=REPO, env=env, capture_output=True).returncode == 0
-    df, jobs = aggregate.collect(tmp_path / "multirun")
+    df, jobs = collect.collect(tmp_path / "multirun")
     assert len(jobs) == 36 and set(jobs["status"]) == {"complete"}
     for run_dir, rows in df.groupby("run_dir"):
         robust = rows[rows["kind"] == "robustness"]

@@ -19,11 +19,15 @@ from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from . import assembly, assess, identity, reporting, tracking, trainer
-from . import config as C
-from .allocator import keep_freed_memory
-from .errors import BLFError, CheckpointError, NonFiniteLossError
-from .workspace import Workspace, note_if_new
+from blf import assembly
+from blf import config as C
+from blf.errors import BLFError, CheckpointError, NonFiniteLossError
+from blf.eval import assessment
+from blf.report import tables
+from blf.run import identity, tracking
+from blf.run.allocator import keep_freed_memory
+from blf.run.folder import RunFolder, note_if_new
+from blf.train import loop
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +40,7 @@ class Outcome:
     run_dir: Path
     rows: list[dict]
     added: list[dict]
-    progress: trainer.Progress | None
+    progress: loop.Progress | None
 
 
 def hydra_run_dir() -> Path:
@@ -65,16 +69,16 @@ def configure_cpu(threads: int | None) -> None:
 def train(cfg: DictConfig, run_dir: Path | None = None) -> Outcome:
     """Train the run `cfg` describes in `run_dir` (default: Hydra's run folder), resuming it if
     the folder holds a checkpoint, then evaluate its selected checkpoint."""
-    workspace = Workspace(run_dir or hydra_run_dir())
+    workspace = RunFolder(run_dir or hydra_run_dir())
     configure_cpu(cfg.trainer.threads)
     run = assembly.for_training(cfg)  # every value checked before the folder is touched
     with workspace.locked():
         with tracking.start(cfg.logger, run.config, workspace.root, job_type="train") as tracker:
-            progress = trainer.fit(workspace, run, tracker)
-            rows, added = assess.assess(workspace, run, tracker, skip_done=True)
+            progress = loop.fit(workspace, run, tracker)
+            rows, added = assessment.assess(workspace, run, tracker, skip_done=True)
         workspace.mark_finished(identity.job_key(run.config))
     log.info("best epoch %d: clean test accuracy %.2f%%", progress.best_epoch, progress.best_accuracy)
-    log.info("%s", reporting.summary(rows))
+    log.info("%s", tables.summary(rows))
     log.info("run folder: %s", workspace.root)
     return Outcome(workspace.root, rows, added, progress)
 
@@ -85,8 +89,8 @@ def evaluate(cfg: DictConfig, run_dir: Path | None = None) -> Outcome:
     The run's settings come from its checkpoint; every key of this command's config (attacks,
     analyses, `eval`, logger, device, progress) replaces the run's. Interpolations such as
     `${dataset.threat.eval_eps}` resolve against the run's dataset."""
-    workspace = Workspace(run_dir or hydra_run_dir())
-    saved = workspace.load(C.choice("eval.checkpoint", cfg.eval.checkpoint, assess.CHECKPOINTS))
+    workspace = RunFolder(run_dir or hydra_run_dir())
+    saved = workspace.load(C.choice("eval.checkpoint", cfg.eval.checkpoint, assessment.CHECKPOINTS))
     if workspace.has("last") and cfg.eval.checkpoint != "last":
         # A checkpoint copied in from another run would be evaluated and recorded as this one.
         if differing := identity.differences(workspace.load("last")["config"], saved["config"]):
@@ -104,8 +108,8 @@ def evaluate(cfg: DictConfig, run_dir: Path | None = None) -> Outcome:
     configure_cpu(run_cfg.trainer.threads)
     run = assembly.for_evaluation(run_cfg)
     with workspace.locked(), tracking.start(run_cfg.logger, run.config, workspace.root, job_type="eval") as tracker:
-        rows, added = assess.assess(workspace, run, tracker, skip_done=False)
-    log.info("%s", reporting.summary(rows))
+        rows, added = assessment.assess(workspace, run, tracker, skip_done=False)
+    log.info("%s", tables.summary(rows))
     log.info("records: %s", workspace.results_path)
     return Outcome(workspace.root, rows, added, None)
 
@@ -126,7 +130,7 @@ def _report(message: str) -> None:
 
 
 @contextmanager
-def user_errors(workspace: Workspace | None = None):
+def user_errors(workspace: RunFolder | None = None):
     """Print a user's error as one line and exit 2; a folder this command created and left with
     nothing but bookkeeping is removed.
 

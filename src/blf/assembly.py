@@ -16,15 +16,18 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig
 from torch import nn
 
-from . import attacks, data, heads, models, precision, regularizers, training
-from . import config as C
-from .assess import EvalSettings
-from .attacks import Attack
-from .data import Dataset
-from .errors import ConfigError
-from .models import Classifier
-from .regularizers import Regularizer
-from .trainer import TrainSettings
+from blf import config as C
+from blf import data
+from blf.data import Dataset
+from blf.errors import ConfigError
+from blf.eval import attacks
+from blf.eval.assessment import EvalSettings
+from blf.eval.attacks import Attack
+from blf.nn import heads, models, precision, regularizers
+from blf.nn.models import Classifier
+from blf.nn.regularizers import Regularizer
+from blf.train import objectives
+from blf.train.loop import TrainSettings
 
 
 @dataclass(frozen=True)
@@ -47,7 +50,7 @@ class Assembly:
     dataset: Dataset  # on `device`
     classifier: Classifier  # on `device`
     regularizer: Regularizer
-    training: training.Standard  # the training mode (standard, pgd_at, trades)
+    training: objectives.Standard  # the training mode (standard, pgd_at, trades)
     attacks: list[Attack]
     evaluation: EvalSettings
     optimisation: Optimisation | None  # None when evaluating an existing run
@@ -80,7 +83,7 @@ def _common(cfg: DictConfig, optimisation_from=None) -> Assembly:
     dataset = data.load(cfg.dataset)
     dataset.test.subset_index(evaluation.n, evaluation.seed)  # eval.n fits the test set, checked before training
     regularizer = regularizers.build(cfg.regularizer, dataset.num_classes)
-    mode = training.build(cfg.training)
+    mode = objectives.build(cfg.training)
     chosen = attacks.build_all(cfg.get("attack"))  # `attack=[]` removes the key altogether
     torch.manual_seed(C.integer("seed", cfg.seed))  # the initial weights
     classifier = build_classifier(cfg, dataset).to(where)

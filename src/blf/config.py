@@ -8,8 +8,8 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from . import identity
-from .errors import ConfigError
+from blf.errors import ConfigError
+from blf.run import identity
 
 
 def per255(value: Any) -> Any:

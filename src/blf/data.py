@@ -29,8 +29,8 @@ import numpy as np
 import torch
 from omegaconf import DictConfig
 
-from . import config as C
-from .errors import ConfigError, DataError
+from blf import config as C
+from blf.errors import ConfigError, DataError
 
 log = logging.getLogger(__name__)
 

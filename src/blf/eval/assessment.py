@@ -1,0 +1,193 @@
+"""Assess a run's checkpoint: attacks, worst case, integrity checks and analyses, recorded.
+
+Shared by src/train.py (after training) and src/evaluate.py. Each robustness row stores its
+per-example outcome beside it, so the worst case over attacks and the integrity checks use
+every attack ever run on this checkpoint and subset, not just the ones of this command. All of
+it runs under the run's precision policy (`trainer.amp`).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import torch
+from omegaconf import DictConfig
+
+from blf import config as C
+from blf.eval import integrity, loss_surface, operator_norm, robustness
+from blf.nn import precision
+from blf.report import figures
+from blf.run import records, storage
+from blf.run.folder import RunFolder
+
+if TYPE_CHECKING:
+    from blf.assembly import Assembly
+
+log = logging.getLogger(__name__)
+
+ANALYSES = ("operator_norm", "loss_surface")
+CHECKPOINTS = ("best", "last")
+
+
+@dataclass(frozen=True)
+class EvalSettings:
+    """How a checkpoint is evaluated (the `eval` and `analysis` keys, the run's precision
+    policy and `progress`); checked when the run is assembled, before any training."""
+
+    checkpoint: str
+    n: int | None
+    seed: int
+    batch_size: int
+    analyses: tuple[str, ...]
+    integrity: DictConfig
+    loss_surface: DictConfig
+    amp: str
+    progress: bool
+
+    @classmethod
+    def from_config(cls, cfg: DictConfig) -> EvalSettings:
+        spec = cfg.eval
+        # `analysis=[]` removes the key altogether.
+        analyses = tuple(C.choice("analysis", name, ANALYSES) for name in (cfg.get("analysis") or {}))
+        if "loss_surface" in analyses:
+            surface = spec.loss_surface
+            C.choice("eval.loss_surface.split", surface.split, ("train", "test"))
+            C.integer("eval.loss_surface.points", surface.points, ge=1)
+            C.number("eval.loss_surface.radius", surface.radius, gt=0)
+            C.number("eval.loss_surface.step", surface.step, gt=0)
+            C.integer("eval.loss_surface.batch_size", surface.batch_size, ge=1)
+        return cls(
+            checkpoint=C.choice("eval.checkpoint", spec.checkpoint, CHECKPOINTS),
+            n=None if spec.n is None else C.integer("eval.n", spec.n, ge=1),
+            seed=C.integer("eval.seed", spec.seed),
+            batch_size=C.integer("eval.batch_size", spec.batch_size, ge=1),
+            analyses=analyses,
+            integrity=spec.integrity,
+            loss_surface=spec.loss_surface,
+            amp=precision.policy(cfg.trainer.amp),
+            progress=C.boolean("progress", cfg.progress),
+        )
+
+
+class Assessment:
+    """One checkpoint of one run, evaluated on one subset of the test set."""
+
+    def __init__(self, workspace: RunFolder, run: Assembly):
+        self.workspace, self.assembly, self.settings = workspace, run, run.evaluation
+        self.dataset, self.classifier, self.device, self.attacks = run.dataset, run.classifier, run.device, run.attacks
+        self.which = self.settings.checkpoint
+        state = workspace.load(self.which)
+        workspace.restore(self.classifier, state["model"], self.which)
+        self.epoch = state["epoch"]
+        # Clean accuracy on the whole test set at the selected epoch (hyper-parameter selection).
+        clean = state["test_acc"] if "test_acc" in state else state["history"][-1]["test_acc"]
+        trained = state.get("trained") or {}
+        self.batch_size = self.settings.batch_size
+        self.index = run.dataset.test.subset_index(self.settings.n, self.settings.seed)
+        self.subset = run.dataset.test.take(self.index.to(run.dataset.test.labels.device))
+        self.seed = self.settings.seed
+        self.common = {
+            **records.identity_columns(run.config, self.classifier.head.describe(), run.regularizer.describe(),
+                                       run.training.describe(), {"synthetic": run.dataset.synthetic}),
+            "checkpoint": self.which, "checkpoint_epoch": self.epoch, "clean_test_acc": clean,
+            "n": len(self.subset), "eval_seed": self.seed,
+            **records.provenance(trained), "augmented": trained.get("augmented"), "threads": torch.get_num_threads(),
+            # The CPU kernels torch chose (AVX512, AVX2, ...): numbers differ slightly between them.
+            "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+            "evaluated_at": records.now(), "run_dir": str(workspace.root),
+        }
+
+    def mine(self, row: dict) -> bool:
+        """Whether a recorded row belongs to this checkpoint (trained this long) and subset."""
+        return all(row.get(k) == self.common[k] for k in ("checkpoint", "checkpoint_epoch", "epochs", "n", "eval_seed"))
+
+    def recorded(self) -> list[dict]:
+        return [r for r in self.workspace.results() if self.mine(r)]
+
+    def done(self) -> bool:
+        """Whether every record this evaluation would write is there: each attack at each eps, the
+        worst case at each eps, the integrity verdicts and the analyses (a run killed after the
+        attacks but before the rest is not done)."""
+        rows = self.recorded()
+        have = {(r.get("kind"), r.get("attack"), r.get("eps")) for r in rows}
+        eps = {e for a in self.attacks for e in a.eps}
+        wanted = {("robustness", a.name, e) for a in self.attacks for e in a.eps} | {
+            ("worst_case", "worst_case", e) for e in eps}
+        kinds = {r.get("kind") for r in rows}
+        if self.attacks and self.settings.integrity.enabled:
+            kinds_wanted = {"integrity"}
+        else:
+            kinds_wanted = set()
+        kinds_wanted |= {"operator_norm_summary" if a == "operator_norm" else a for a in self.settings.analyses}
+        return wanted <= have and kinds_wanted <= kinds
+
+    def run(self) -> tuple[list[dict], list[integrity.Verdict]]:
+        """(rows added, verdicts)."""
+        with precision.autocast(self.device, self.settings.amp):
+            new_rows = self.attack_rows() + self.analysis_rows()
+            self.workspace.add_results(new_rows)
+            derived, verdicts = self.derived_rows()
+        if self.settings.amp == "bf16" and self.settings.integrity.enabled:
+            verdicts.append(integrity.precision_agreement(self.classifier, self.subset, self.batch_size, self.device,
+                                                          self.settings.integrity.precision_tolerance))
+            derived += [{**self.common, **r} for r in integrity.as_rows(verdicts[-1:])]
+        self.workspace.add_results(derived)
+        return new_rows + derived, verdicts
+
+    def attack_rows(self) -> list[dict]:
+        norms, outcomes = robustness.evaluate(
+            self.classifier, self.subset, self.attacks, seed=self.seed, batch_size=self.batch_size, device=self.device,
+            num_classes=self.dataset.num_classes, progress=self.settings.progress)
+        rows = [{**self.common, **norms}]
+        for row, correct in outcomes:
+            row = {**self.common, **row}
+            row["per_example"] = self.workspace.save_outcome(row, correct, self.index)
+            rows.append(row)
+        return rows
+
+    def analysis_rows(self) -> list[dict]:
+        rows = []
+        if "operator_norm" in self.settings.analyses:
+            layers = operator_norm.layer_norms(self.classifier)
+            rows += [{**self.common, **r} for r in layers] + [{**self.common, **operator_norm.summary(layers)}]
+        if "loss_surface" in self.settings.analyses:
+            rows += self.loss_surface_rows(self.settings.loss_surface)
+        return rows
+
+    def derived_rows(self) -> tuple[list[dict], list[integrity.Verdict]]:
+        """Worst case and integrity over every outcome recorded for this checkpoint and subset."""
+        robust = [r for r in self.recorded() if r["kind"] == "robustness"]
+        outcomes = [(r, self.workspace.load_outcome(r)["correct"]) for r in robust]
+        rows = [{**self.common, **r} for r in robustness.worst_case(outcomes)]
+        verdicts = []
+        if self.settings.integrity.enabled and self.attacks and outcomes:  # not for analysis-only calls
+            verdicts = integrity.run(self.classifier, self.subset, outcomes, self.settings.integrity,
+                                     batch_size=self.batch_size, device=self.device, seed=self.seed,
+                                     progress=self.settings.progress)
+            rows += [{**self.common, **r} for r in integrity.as_rows(verdicts)]
+        return rows, verdicts
+
+    def loss_surface_rows(self, cfg) -> list[dict]:
+        axis, index, surfaces, rows = loss_surface.compute(
+            self.classifier, getattr(self.dataset, cfg.split), points=cfg.points, radius=cfg.radius, step=cfg.step,
+            seed=cfg.seed, clip=C.boolean("eval.loss_surface.clip", cfg.clip), batch_size=cfg.batch_size,
+            device=self.device)
+        folder = self.workspace.root / "analysis"
+        storage.save_checkpoint({"axis": axis, "index": index, "surfaces": surfaces}, folder / "loss_surface.pt")
+        c = self.common
+        figures.loss_surfaces(axis, surfaces, folder / "loss_surface", title=f"{c['model']} + {c['head']} ({c['training']}), {c['dataset']}"
+                              + (" [SYNTHETIC DATA]" if c.get("synthetic") else ""))
+        return [{**c, **r, "arrays": "analysis/loss_surface.pt"} for r in rows]
+
+
+def assess(workspace: RunFolder, run: Assembly, tracker, *, skip_done: bool) -> tuple[list[dict], list[dict]]:
+    """(rows recorded for this checkpoint and subset, rows added by this call)."""
+    assessment = Assessment(workspace, run)
+    if skip_done and assessment.done():
+        log.info("%s: evaluation already recorded, skipped", workspace.root)
+        return assessment.recorded(), []
+    added, _ = assessment.run()
+    tracker.log_records(added)
+    return assessment.recorded(), added

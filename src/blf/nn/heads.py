@@ -1,0 +1,141 @@
+"""Heads: the function applied to the pre-logits z just before softmax.
+
+A head maps the pre-logit vector z (the last linear layer's output) to the logits that enter
+softmax. The baseline is the identity; the paper's rivals are gamma*tanh(z) and
+gamma*sigmoid(z) (Theorem 2), its proposal is gamma*g(z) with the Bounded Logit Function g
+(eq. 5, Theorem 3), L-BLF learns gamma = softplus(gamma_tilde) (section 4), and appendix D adds
+the sine and single-wave bounded functions.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+from omegaconf import DictConfig
+from torch import nn
+
+from blf import config as C
+
+
+def blf(z: torch.Tensor) -> torch.Tensor:
+    """Bounded Logit Function, eq. (5): g(z) = 2{z s(z) + s(z) - z s(z)^2} - 1, s = sigmoid.
+
+    Written as 2 s(z) + 2 z s(z) s(-z) - 1 because s(z)(1 - s(z)) = s(z) s(-z), and s(-z) keeps
+    its precision where 1 - s(z) would round to 0 for large z.
+    """
+    s = torch.sigmoid(z)
+    return 2.0 * s + 2.0 * z * s * torch.sigmoid(-z) - 1.0
+
+
+def single_wave(z: torch.Tensor) -> torch.Tensor:
+    """Appendix D (Fig. 6b): sin(z) / (e^z + e^-z)^2 = sin(z) sech(z)^2 / 4.
+
+    sech^2 = 1 - tanh^2 never overflows, unlike (e^z + e^-z)^2 whose gradient is inf/inf
+    for |z| > 44 in float32.
+    """
+    return torch.sin(z) * (1.0 - torch.tanh(z) ** 2) / 4.0
+
+
+def blf_extremum(tol: float = 1e-12) -> tuple[float, float]:
+    """The maximiser z* of BLF and g(z*), solved numerically (Theorem 3, footnote 2).
+
+    g'(z) = 2 s(z)(1 - s(z)) f(z) with f(z) = 2 - z tanh(z/2) (eq. 17); f is decreasing for
+    z > 0, positive at 2 and negative at sqrt(5) + 1, so bisection on f finds z*. By oddness,
+    the minimiser is -z* with g(-z*) = -g(z*).
+    """
+    lo, hi = 2.0, math.sqrt(5.0) + 1.0
+    while hi - lo > tol:
+        mid = 0.5 * (lo + hi)
+        if 2.0 - mid * math.tanh(mid / 2.0) > 0:
+            lo = mid
+        else:
+            hi = mid
+    z_star = 0.5 * (lo + hi)
+    g_star = float(blf(torch.tensor(z_star, dtype=torch.float64)))
+    return z_star, g_star
+
+
+BOUNDED_FUNCTIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
+    "tanh": torch.tanh,
+    "sigmoid": torch.sigmoid,
+    "blf": blf,
+    "sine": torch.sin,
+    "single_wave": single_wave,
+}
+
+
+class Head(nn.Module):
+    """Maps pre-logits z to logits. `gamma` is None for heads without a scale."""
+
+    name = "head"
+
+    @property
+    def gamma(self) -> float | None:
+        return None
+
+    def describe(self) -> dict:
+        """The values that identify this head in records."""
+        return {"head": self.name, "gamma": self.gamma}
+
+
+class Identity(Head):
+    """The baseline: logits are the pre-logits."""
+
+    name = "identity"
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return z
+
+
+class Bounded(Head):
+    """gamma * g(z) for a fixed scale gamma > 0 and a bounded g (tanh, sigmoid, BLF, ...)."""
+
+    def __init__(self, function: str, gamma: float):
+        super().__init__()
+        self.name = C.choice("head.name", function, BOUNDED_FUNCTIONS)
+        self.function = BOUNDED_FUNCTIONS[function]
+        # Theorems 2 and 3 assume 0 < gamma < infinity.
+        self._gamma = C.number("head.gamma", gamma, gt=0)
+
+    @property
+    def gamma(self) -> float:
+        return self._gamma
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return self._gamma * self.function(z)
+
+    def extra_repr(self) -> str:
+        return f"{self.name}, gamma={self._gamma}"
+
+
+class LearnableBLF(Head):
+    """L-BLF (section 4): gamma = softplus(gamma_tilde) keeps gamma > 0 while it is learned."""
+
+    name = "lblf"
+
+    def __init__(self, gamma_tilde_init: float = -1.0):
+        super().__init__()
+        init = C.number("head.gamma_tilde_init", gamma_tilde_init)
+        self.gamma_tilde = nn.Parameter(torch.tensor(init))
+
+    @property
+    def gamma(self) -> float:
+        return float(F.softplus(self.gamma_tilde.detach()))
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return F.softplus(self.gamma_tilde) * blf(z)
+
+
+HEAD_NAMES = ("identity", "lblf", *BOUNDED_FUNCTIONS)
+
+
+def build(cfg: DictConfig) -> Head:
+    name = C.choice("head", cfg.name, HEAD_NAMES)
+    if name == "identity":
+        return Identity()
+    if name == "lblf":
+        return LearnableBLF(cfg.gamma_tilde_init)
+    return Bounded(name, cfg.gamma)

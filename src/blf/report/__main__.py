@@ -1,0 +1,5 @@
+import sys
+
+from blf.report.collect import main
+
+sys.exit(main())

@@ -1,0 +1,103 @@
+"""Collect the records of every run below a sweep folder into one pandas frame.
+
+    python -m blf.report <sweep folder> <output folder> [--title TEXT]
+
+writes `records.csv` (every record of every run), `jobs.csv` (one line per run folder: its
+overrides, epochs done, and whether it finished), `accuracy.md` and `accuracy_vs_eps.png/.pdf`
+into the output folder, and prints the accuracy table. Unfinished or failed runs are reported,
+never fatal.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import pandas as pd
+import yaml
+
+from blf.errors import BLFError
+from blf.report import figures, provenance, tables
+from blf.run import storage
+
+
+def run_folders(sweep: Path) -> list[Path]:
+    return sorted(p.parent.parent for p in Path(sweep).rglob(".hydra/config.yaml"))
+
+
+def job_status(run: Path) -> dict:
+    """What a run folder holds: its overrides, the epochs done, and whether it is complete."""
+    overrides_file = run / ".hydra" / "overrides.yaml"
+    overrides = yaml.safe_load(overrides_file.read_text()) if overrides_file.is_file() else []
+    metrics = storage.read_jsonl(run / "metrics.jsonl")
+    results = storage.read_jsonl(run / "results.jsonl")
+    config = yaml.safe_load((run / ".hydra" / "config.yaml").read_text()) or {}
+    target = config.get("trainer", {}).get("epochs")
+    done = len(metrics)
+    # Complete means what the app means: it wrote finished.json after every record its config asks
+    # for was there (and removes it when it starts again), so jobs.csv and the driver agree.
+    complete = (run / "finished.json").is_file() and bool(results)
+    status = "complete" if complete else ("training" if (run / "checkpoints" / "last.pt").is_file() else "not started or failed")
+    return {"run_dir": str(run), "overrides": " ".join(overrides or []), "epochs_done": done,
+            "epochs": target if isinstance(target, int) else None, "status": status}
+
+
+def collect(sweep: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(every record below `sweep`, one status line per run folder)."""
+    sweep = Path(sweep)
+    if not sweep.is_dir():
+        raise BLFError(f"sweep folder {sweep} does not exist; allowed: a folder holding run folders (multirun/<experiment>/<profile>)")
+    rows, jobs = [], []
+    for run in run_folders(sweep):
+        jobs.append(job_status(run))
+        # A record says which folder it belongs to by where it is, not by what it says.
+        rows.extend({**row, "run_dir": str(run)} for row in storage.read_jsonl(run / "results.jsonl"))
+    return pd.DataFrame(rows), pd.DataFrame(jobs)
+
+
+def report_jobs(jobs: pd.DataFrame) -> str:
+    if jobs.empty:
+        return "no run folders"
+    counts = jobs["status"].value_counts().to_dict()
+    lines = [f"{len(jobs)} runs: " + ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))]
+    for _, job in jobs[jobs["status"] != "complete"].iterrows():
+        lines.append(f"  warning: {job['status']}: {job['run_dir']} ({job['epochs_done']} of {job['epochs']} epochs)")
+    return "\n".join(lines)
+
+
+def write(df: pd.DataFrame, jobs: pd.DataFrame, out: Path) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    storage.write_text(out / "records.csv", df.to_csv(index=False))
+    storage.write_text(out / "jobs.csv", jobs.to_csv(index=False))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("sweep", type=Path)
+    parser.add_argument("out", type=Path)
+    parser.add_argument("--title", default="")
+    args = parser.parse_args(argv)
+    try:
+        df, jobs = collect(args.sweep)
+    except BLFError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    print(report_jobs(jobs), file=sys.stderr)
+    if df.empty:
+        print(f"error: no records below {args.sweep}", file=sys.stderr)
+        return 2
+    write(df, jobs, args.out)
+    for note in provenance.provenance_notes(df):
+        print(f"!! {note}", file=sys.stderr)
+    table = tables.accuracy_table(df)
+    storage.write_text(args.out / "accuracy.md", table + "\n")
+    figures.accuracy_vs_eps(df, args.out / "accuracy_vs_eps", title=args.title + provenance.synthetic_note(df)
+                            + provenance.provenance_note(df))
+    print(table)
+    print(f"records, table and figure: {args.out}/")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,196 @@
+"""A run folder that survives interruption (drqv2-style workspace).
+
+    <run>/.hydra/                 Hydra's record of the config and overrides
+    <run>/checkpoints/last.pt     model, optimizer, scheduler, epoch, history, RNG states
+    <run>/checkpoints/best.pt     the epoch with the largest clean test accuracy
+    <run>/metrics.jsonl           one line per epoch
+    <run>/results.jsonl           evaluation records (records.py)
+    <run>/per_example/*.pt        per-example outcomes behind each robustness record
+    <run>/analysis/               loss surfaces (arrays and figures)
+
+Starting a run in a folder that has `last.pt` resumes it. The config stored in the checkpoint
+is the run's identity: a command that asks for different settings in the same folder is
+refused, and Hydra's copy of the config (which Hydra rewrites before any of our code runs) is
+put back.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+import os
+import re
+import shutil
+from contextlib import contextmanager
+from pathlib import Path
+
+import torch
+
+from blf import config as C
+from blf.errors import BusyError, CheckpointError
+from blf.run import identity, records, storage
+
+# The files of Hydra's record that a refused command puts back (names come from a checkpoint,
+# so only these plain names are ever written).
+HYDRA_FILES = ("config.yaml", "hydra.yaml", "overrides.yaml")
+# What a command leaves in a folder before it has done anything (Hydra's record and log, our lock).
+BOOKKEEPING = {".hydra", "train.log", "evaluate.log", ".lock"}
+
+# Run folders this process found missing before Hydra created them (app.FolderWatch): only
+# those may be removed after a refused start. A folder that existed is never removed.
+_CREATED: set[Path] = set()
+
+
+def safe_name(text: str) -> str:
+    """A value from a record or config made fit for a file name: no separators, no `..`."""
+    return re.sub(r"[^A-Za-z0-9_.+-]", "_", text).lstrip(".") or "_"
+
+
+def note_if_new(folder: Path) -> None:
+    """Called before the folder may be created: remember it if it does not exist yet."""
+    folder = Path(folder).resolve()
+    if not folder.exists():
+        _CREATED.add(folder)
+
+
+class RunFolder:
+    def __init__(self, root: Path):
+        self.root = Path(root)
+        self.checkpoints = self.root / "checkpoints"
+        self.metrics_path = self.root / "metrics.jsonl"
+        self.results_path = self.root / "results.jsonl"
+        self.hydra_dir = self.root / ".hydra"
+        self.finished_path = self.root / "finished.json"
+
+    def checkpoint_path(self, which: str) -> Path:
+        C.choice("checkpoint", which, ("best", "last"))
+        return self.checkpoints / f"{which}.pt"
+
+    def has(self, which: str) -> bool:
+        return self.checkpoint_path(which).is_file()
+
+    def load(self, which: str) -> dict:
+        path = self.checkpoint_path(which)
+        if not path.is_file():
+            found = ", ".join(sorted(p.name for p in self.checkpoints.glob("*.pt"))) or "none"
+            raise CheckpointError(
+                f"{self.root} has no checkpoints/{which}.pt (checkpoints found: {found}); "
+                "allowed: a run folder written by src/train.py"
+            )
+        return storage.load_checkpoint(path)
+
+    def restore(self, module: torch.nn.Module, state: dict, which: str) -> None:
+        """Load a checkpoint's weights into `module`, or say plainly that they do not fit it (a
+        checkpoint of another architecture, or a config that no longer matches its weights)."""
+        try:
+            module.load_state_dict(state)
+        except (RuntimeError, KeyError, TypeError) as error:
+            first = str(error).splitlines()[0][:200]
+            raise CheckpointError(
+                f"{self.checkpoint_path(which)} does not fit the network its config describes ({first}); "
+                "allowed: a checkpoint written by src/train.py for this run's config"
+            ) from None
+
+    def save(self, which: str, state: dict) -> None:
+        storage.save_checkpoint(state, self.checkpoint_path(which))
+
+    # --- records -------------------------------------------------------------------------
+
+    def write_metrics(self, history: list[dict]) -> None:
+        # Rewritten whole from the checkpoint's history, so it never disagrees with last.pt.
+        storage.write_jsonl(self.metrics_path, history)
+
+    def metrics(self) -> list[dict]:
+        return storage.read_jsonl(self.metrics_path)
+
+    def results(self) -> list[dict]:
+        return storage.read_jsonl(self.results_path)
+
+    def add_results(self, rows: list[dict]) -> list[dict]:
+        return records.upsert(self.results_path, rows)
+
+    def mark_finished(self, job_key: str) -> None:
+        """Training and evaluation of this job config are done (identity.job_key)."""
+        storage.write_text(self.finished_path, json.dumps({"job_key": job_key}) + "\n")
+
+    def unmark_finished(self) -> None:
+        self.finished_path.unlink(missing_ok=True)
+
+    def finished_as(self) -> str | None:
+        """The job key of the last job that finished here, if any."""
+        try:
+            return json.loads(self.finished_path.read_text()).get("job_key")
+        except (OSError, ValueError):
+            return None
+
+    @staticmethod
+    def outcome_name(row: dict) -> str:
+        """Where the per-example outcome of a robustness record lives, named from its key (never
+        read back from the record: a path in a file is not trusted)."""
+        digest = hashlib.sha1(repr(records.key(row)).encode()).hexdigest()[:10]
+        return f"per_example/{safe_name(str(row['attack']))}_eps{float(row['eps']):.6g}_{digest}.pt"
+
+    def save_outcome(self, row: dict, correct: torch.Tensor, index: torch.Tensor) -> str:
+        """Store which examples survived the attack of `row`; returns the path for the record."""
+        relative = self.outcome_name(row)
+        storage.save_checkpoint({"index": index.cpu(), "correct": correct.cpu()}, self.root / relative)
+        return relative
+
+    def load_outcome(self, row: dict) -> dict:
+        return storage.load_tensors(self.root / self.outcome_name(row))
+
+    # --- identity ------------------------------------------------------------------------
+
+    def hydra_files(self) -> dict[str, str]:
+        if not self.hydra_dir.is_dir():
+            return {}
+        return {p.name: p.read_text() for p in sorted(self.hydra_dir.glob("*.yaml"))}
+
+    def ensure_same_run(self, saved: dict, requested: dict, saved_hydra_files: dict[str, str]) -> None:
+        """Refuse to resume a run with settings that would make it a different run
+        (identity.py says which keys those are)."""
+        differing = identity.differences(saved, requested)
+        if not differing:
+            return
+        for name, text in saved_hydra_files.items():
+            if name in HYDRA_FILES and isinstance(text, str):
+                storage.write_text(self.hydra_dir / name, text)
+        shown = "; ".join(f"{k}: run has {a!r}, command asks {b!r}" for k, a, b in differing[:8])
+        more = f" (and {len(differing) - 8} more)" if len(differing) > 8 else ""
+        raise CheckpointError(
+            f"{self.root} holds a different run ({shown}{more}). "
+            "Allowed: the same settings (to resume it) or another folder (hydra.run.dir=...)."
+        )
+
+    def remove_if_created(self) -> None:
+        """Remove the folder after a refused start, if this command created it and it holds
+        nothing but bookkeeping: a bad command leaves nothing behind, and never takes a folder
+        it did not make."""
+        root = self.root.resolve()
+        if root in _CREATED and root.is_dir() and all(p.name in BOOKKEEPING for p in root.iterdir()):
+            shutil.rmtree(root, ignore_errors=True)
+
+    @contextmanager
+    def locked(self):
+        """Hold the folder for this process: a second process gets one clear error instead of
+        mixing its checkpoints and records with ours. The lock (flock on `.lock`) goes with the
+        process, so a killed run never blocks its rerun."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        path = self.root / ".lock"
+        handle = open(path, "a+")  # held open for the duration of the block
+        try:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                handle.seek(0)
+                holder = handle.read().strip() or "another process"
+                raise BusyError(f"{self.root} is in use by {holder}; allowed: wait for it to end, or another folder "
+                                "(hydra.run.dir=...)") from None
+            handle.seek(0)
+            handle.truncate()
+            handle.write(f"process {os.getpid()}\n")
+            handle.flush()
+            yield self
+        finally:
+            handle.close()

@@ -1,0 +1,5 @@
+import sys
+
+from blf.study.driver import main
+
+sys.exit(main())
