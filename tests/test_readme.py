@@ -1,8 +1,9 @@
-"""The README does what it says: its commands run, with tiny overrides appended.
+"""The documentation does what it says: its commands run, with tiny overrides appended.
 
 Every `python src/train.py`, `python src/evaluate.py`, `python -m blf.study` and `make <target>`
-line of the README's bash blocks is run here: training and evaluation in process on tiny
-synthetic data (a sweep runs its first job), the study driver with --dry-run, make with -n.
+line of the bash blocks of README.md and docs/*.md is run here: training and evaluation in
+process on tiny synthetic data (a sweep runs its first job), the study driver with --dry-run,
+make with -n.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import pytest
 from blf import app
 from conftest import REPO, TINY, as_overrides, compose_config
 
-README = (REPO / "README.md").read_text()
+README = "\n".join(p.read_text() for p in [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))])
 
 
 def commands(prefix: str) -> list[str]:
