@@ -21,6 +21,7 @@ from blf.nn import precision
 from blf.report import figures
 from blf.run import records, storage
 from blf.run.folder import RunFolder
+from blf.run.records import WORST_CASE, Kind
 
 if TYPE_CHECKING:
     from blf.assembly import Assembly
@@ -113,14 +114,14 @@ class Assessment:
         rows = self.recorded()
         have = {(r.get("kind"), r.get("attack"), r.get("eps")) for r in rows}
         eps = {e for a in self.attacks for e in a.eps}
-        wanted = {("robustness", a.name, e) for a in self.attacks for e in a.eps} | {
-            ("worst_case", "worst_case", e) for e in eps}
+        wanted = {(Kind.ROBUSTNESS, a.name, e) for a in self.attacks for e in a.eps} | {
+            (Kind.WORST_CASE, WORST_CASE, e) for e in eps}
         kinds = {r.get("kind") for r in rows}
         if self.attacks and self.settings.integrity.enabled:
-            kinds_wanted = {"integrity"}
+            kinds_wanted = {Kind.INTEGRITY}
         else:
             kinds_wanted = set()
-        kinds_wanted |= {"operator_norm_summary" if a == "operator_norm" else a for a in self.settings.analyses}
+        kinds_wanted |= {Kind.OPERATOR_NORM_SUMMARY if a == "operator_norm" else Kind(a) for a in self.settings.analyses}
         return wanted <= have and kinds_wanted <= kinds
 
     def run(self) -> tuple[list[dict], list[integrity.Verdict]]:
@@ -158,7 +159,7 @@ class Assessment:
 
     def derived_rows(self) -> tuple[list[dict], list[integrity.Verdict]]:
         """Worst case and integrity over every outcome recorded for this checkpoint and subset."""
-        robust = [r for r in self.recorded() if r["kind"] == "robustness"]
+        robust = [r for r in self.recorded() if r["kind"] == Kind.ROBUSTNESS]
         outcomes = [(r, self.workspace.load_outcome(r)["correct"]) for r in robust]
         rows = [{**self.common, **r} for r in robustness.worst_case(outcomes)]
         verdicts = []

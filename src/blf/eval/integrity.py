@@ -26,6 +26,7 @@ from blf.data import Split
 from blf.eval.attacks import GRADIENT_BASED, GRADIENT_FREE, PGD
 from blf.eval.robustness import attacked_correct, percent
 from blf.nn.models import Classifier, frozen
+from blf.run.records import Kind
 
 
 @dataclass
@@ -167,7 +168,7 @@ def run(classifier: Classifier, subset: Split, outcomes: list[tuple[dict, torch.
 
 
 def as_rows(verdicts: list[Verdict]) -> list[dict]:
-    return [{"kind": "integrity", **asdict(v)} for v in verdicts]
+    return [{"kind": Kind.INTEGRITY, **asdict(v)} for v in verdicts]
 
 
 def report(verdicts: list[Verdict]) -> str:

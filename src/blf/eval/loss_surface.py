@@ -15,6 +15,7 @@ import torch.nn.functional as F
 
 from blf.data import Split
 from blf.nn.models import Classifier, frozen
+from blf.run.records import Kind
 
 
 def directions(shape, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -59,7 +60,7 @@ def compute(classifier: Classifier, split: Split, *, points: int, radius: float,
         for i, (x, y) in enumerate(chosen.batches(1, device)):
             s = surface(classifier, x[0], y, v1, v2, axis, clip, batch_size)
             surfaces.append(s)
-            rows.append({"kind": "loss_surface", "point": i, "example": int(index[i]), "label": int(y),
+            rows.append({"kind": Kind.LOSS_SURFACE, "point": i, "example": int(index[i]), "label": int(y),
                          "loss_at_x": float(s[len(axis) // 2, len(axis) // 2]),
                          "max_minus_min": float(s.max() - s.min()),
                          "radius": radius, "step": step, "surface_seed": seed, "clip": clip})

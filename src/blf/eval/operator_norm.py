@@ -11,6 +11,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from blf.run.records import Kind
+
 
 def linf_operator_norm(weight: torch.Tensor) -> float:
     return float(weight.detach().abs().flatten(1).sum(dim=1).max())
@@ -21,7 +23,7 @@ def layer_norms(model: nn.Module) -> list[dict]:
     for name, module in model.named_modules():
         if isinstance(module, (nn.Conv2d, nn.Linear)):
             kind = "conv" if isinstance(module, nn.Conv2d) else "linear"
-            rows.append({"kind": "operator_norm", "layer": name, "layer_type": kind, "operator_norm": linf_operator_norm(module.weight)})
+            rows.append({"kind": Kind.OPERATOR_NORM, "layer": name, "layer_type": kind, "operator_norm": linf_operator_norm(module.weight)})
     return rows
 
 
@@ -31,5 +33,5 @@ def summary(rows: list[dict]) -> dict:
         values = [r["operator_norm"] for r in rows if r["layer_type"] == kind]
         return sum(values) / len(values) if values else None
 
-    return {"kind": "operator_norm_summary", "mean_conv": mean("conv"), "mean_linear": mean("linear"),
+    return {"kind": Kind.OPERATOR_NORM_SUMMARY, "mean_conv": mean("conv"), "mean_linear": mean("linear"),
             "n_conv": sum(r["layer_type"] == "conv" for r in rows), "n_linear": sum(r["layer_type"] == "linear" for r in rows)}

@@ -22,6 +22,7 @@ from blf.console import bar as progress_bar
 from blf.data import Split
 from blf.eval.attacks import Attack
 from blf.nn.models import Classifier, frozen
+from blf.run.records import WORST_CASE, Kind
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +59,7 @@ def norms(classifier: Classifier, split: Split, batch_size: int, device: torch.d
                 ]
             ).double()
     mean = (sums / len(split)).tolist()
-    return {"kind": "norms", "logit_l2": mean[0], "logit_linf": mean[1], "prelogit_l2": mean[2], "prelogit_linf": mean[3]}
+    return {"kind": Kind.NORMS, "logit_l2": mean[0], "logit_linf": mean[1], "prelogit_l2": mean[2], "prelogit_linf": mean[3]}
 
 
 def attacked_correct(classifier, split: Split, attack: Attack, eps: float, batch_size: int, device, bar=None) -> torch.Tensor:
@@ -94,7 +95,7 @@ def robustness(
             start = time.perf_counter()
             correct = attacked_correct(classifier, split, attack, eps, batch_size, device, bar)
             row = {
-                "kind": "robustness",
+                "kind": Kind.ROBUSTNESS,
                 "attack": attack.name,
                 "eps": eps,
                 "correct": int(correct.sum()),
@@ -121,8 +122,8 @@ def worst_case(outcomes: Iterable[tuple[dict, torch.Tensor]]) -> list[dict]:
         survived = torch.stack([c for _, c in group]).all(dim=0)
         names = sorted({r["attack"] for r, _ in group})
         rows.append({
-            "kind": "worst_case",
-            "attack": "worst_case",
+            "kind": Kind.WORST_CASE,
+            "attack": WORST_CASE,
             "eps": group[0][0]["eps"],
             "correct": int(survived.sum()),
             "accuracy": percent(survived),

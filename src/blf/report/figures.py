@@ -16,6 +16,7 @@ import torch  # noqa: E402
 
 from blf.nn import heads
 from blf.report import labels  # noqa: E402
+from blf.run.records import Kind, same_eps
 
 SYMBOLS = {"lam": "$\\lambda$", "alpha": "$\\alpha$", "beta": "$\\beta$", "gamma": "$\\gamma$"}
 
@@ -74,7 +75,7 @@ def _curves(ax, curve: pd.DataFrame, per255: bool) -> None:
 
 def accuracy_vs_eps(df: pd.DataFrame, path: Path, title: str = "") -> list[Path]:
     """Accuracy (%) against eps, one line per method, error bars = std over seeds."""
-    curve = df[df["kind"] == "robustness"]
+    curve = df[df["kind"] == Kind.ROBUSTNESS]
     fig, ax = plt.subplots(figsize=(5.0, 3.6))
     _curves(ax, curve, per255=set(curve["dataset"]) == {"cifar10"})
     ax.set_title(title, fontsize=9)
@@ -84,7 +85,7 @@ def accuracy_vs_eps(df: pd.DataFrame, path: Path, title: str = "") -> list[Path]
 def accuracy_panels(df: pd.DataFrame, facets: list[str], path: Path, title: str = "") -> list[Path]:
     """Figs. 3, 4, 5, 7: one panel per facet combination (e.g. model x setting), accuracy
     against eps, one line per method (and attack), mean and std over seeds."""
-    curve = labels.annotate(df[df["kind"] == "robustness"])
+    curve = labels.annotate(df[df["kind"] == Kind.ROBUSTNESS])
     panels = [((k,) if not isinstance(k, tuple) else k, g) for k, g in curve.groupby(facets)] if facets else [((), curve)]
     panels.sort(key=lambda item: [labels.facet_key(f, v) for f, v in zip(facets, item[0])])
     cols = min(len(panels), 2)
@@ -104,8 +105,8 @@ def norms_vs_accuracy(df: pd.DataFrame, path: Path, eps: float, title: str = "")
     """Fig. 1: mean L2 (top) and L-infinity (bottom) norms of the logits gamma*g(z) (and of
     the pre-logits z for tanh and BLF) against PGD accuracy at `eps`, one point per run."""
     annotated = labels.annotate(df)
-    robust = annotated[(annotated["kind"] == "robustness") & (annotated["attack"] == "pgd") & ((annotated["eps"] - eps).abs() < 1e-6)]
-    norms = annotated[annotated["kind"] == "norms"]
+    robust = annotated[(annotated["kind"] == Kind.ROBUSTNESS) & (annotated["attack"] == "pgd") & same_eps(annotated["eps"], eps)]
+    norms = annotated[annotated["kind"] == Kind.NORMS]
     # One frame holds every kind of record: the norm rows carry an empty accuracy column.
     merged = norms.drop(columns=["accuracy"], errors="ignore").merge(robust[["run_dir", "accuracy"]], on="run_dir")
     fig, axes = plt.subplots(2, 1, figsize=(5.2, 6.4), sharey=True)

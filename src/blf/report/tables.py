@@ -7,7 +7,7 @@ from collections.abc import Sequence
 import pandas as pd
 
 from blf.report import labels
-from blf.run.identity import TABLE_COLUMNS
+from blf.run.records import EPS_DECIMALS, TABLE_COLUMNS, Kind
 
 
 def frame(rows: Sequence[dict]) -> pd.DataFrame:
@@ -30,13 +30,14 @@ def accuracy_table(rows: Sequence[dict] | pd.DataFrame, decimals: int = 1) -> st
     df = rows if isinstance(rows, pd.DataFrame) else frame(rows)
     if df.empty or "kind" not in df:
         return "(no records)"
-    df = df[df["kind"].isin(["robustness", "worst_case"])]
+    df = df[df["kind"].isin([Kind.ROBUSTNESS, Kind.WORST_CASE])]
     if df.empty:
         return "(no robustness records)"
     index = [*varying(df), "attack"]
     # Missing values (gamma of the identity head, ...) would make pandas drop those rows.
     df = df.assign(**{c: df[c].astype(object).where(df[c].notna(), "-") for c in index})
-    table = df.assign(eps=df["eps"].round(8)).pivot_table(index=index, columns="eps", values="accuracy", aggfunc="mean", dropna=False)
+    table = df.assign(eps=df["eps"].round(EPS_DECIMALS)).pivot_table(index=index, columns="eps", values="accuracy",
+                                                                   aggfunc="mean", dropna=False)
     table = table.dropna(how="all")
     table.columns = [eps_label(c, df) for c in table.columns]
     return table.round(decimals).to_string(na_rep="")
@@ -47,7 +48,7 @@ def verdicts(rows: Sequence[dict]) -> str:
     from blf.eval.integrity import Verdict, report
 
     found = [Verdict(r["check"], r["status"], r.get("value"), r.get("threshold"), r.get("detail", ""))
-             for r in rows if r.get("kind") == "integrity"]
+             for r in rows if r.get("kind") == Kind.INTEGRITY]
     return report(found) if found else "Integrity checks: none recorded"
 
 
@@ -95,9 +96,9 @@ def to_latex(table: pd.DataFrame, caption: str = "") -> str:
 def curve_table(df: pd.DataFrame, facets: Sequence[str], decimals: int = 1) -> pd.DataFrame:
     """Accuracy against eps as a table: one row per (facets, method with its hyper-parameter,
     attack), one column per eps, mean ± std over seeds. `df` must be annotated."""
-    curve = df[df["kind"] == "robustness"]
+    curve = df[df["kind"] == Kind.ROBUSTNESS]
     curve = curve.assign(label=curve.apply(lambda row: labels.label(row, {"lam": "lambda"}), axis=1),
-                         eps=curve["eps"].round(8))
+                         eps=curve["eps"].round(EPS_DECIMALS))
     keys = [*facets, "label", "attack"]
     cells = curve.groupby([*keys, "eps"])["accuracy"].apply(lambda v: mean_std(v, decimals)).unstack("eps").fillna("")
     # Rows in the paper's order: facets (2C2F before 4C3F, ST before AT), then methods.

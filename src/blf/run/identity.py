@@ -117,23 +117,3 @@ def run_name(overrides) -> str:
         digest = hashlib.sha1(text.encode()).hexdigest()[:10]
         name = f"{name[: _MAX_RUN_NAME - 11]}-{digest}"
     return name
-
-
-# Columns of every record that say which run it belongs to, beside those the built objects add
-# (head, gamma, regularizer, lam, alpha, training, beta).
-def record_columns(config: Mapping) -> dict[str, Any]:
-    return {
-        "experiment": config.get("experiment_name"),
-        "profile": config.get("profile_name"),
-        "dataset": config["dataset"]["name"],
-        "n_train": config["dataset"].get("n_train"),
-        "model": config["model"]["name"],
-        "seed": config["seed"],
-        "epochs": config["trainer"]["epochs"],
-        "run_key": run_key(config),
-    }
-
-
-# The columns tables group by: a table shows those that vary among its rows.
-TABLE_COLUMNS = ("experiment", "dataset", "model", "training", "head", "gamma", "regularizer", "lam", "alpha", "beta",
-                 "seed")

@@ -1,13 +1,16 @@
-"""Tidy records: one row per observation, with the settings and the code that produced it.
+"""The record schema: tidy rows, one per observation, with the settings and the code behind it.
 
-A run folder's `results.jsonl` holds rows of several kinds:
-- kind="robustness": one per (attack, eps): n, correct, accuracy (percent), seconds, and the
-  attack's settings as `attack.<name>` columns;
-- kind="norms": mean L2 and L-infinity norms of logits and pre-logits on clean test data.
-Every row also carries the run's identity (identity.record_columns: dataset, model, head,
-gamma, regularizer, lam, alpha, training, beta, seed, run_key, ...), so a pile of rows from many
-runs is one table, and its provenance (`provenance`): the record schema, the code version that
-evaluated and the one that trained the checkpoint, so that stale results can be told apart.
+A run folder's `results.jsonl` holds rows of the kinds in `Kind`. Every row carries
+- the run's identity (`record_columns` and the built objects' `describe()`): experiment,
+  profile, dataset, n_train, model, seed, epochs, run_key (a digest of the identity keys,
+  identity.py), head, gamma, regularizer, lam, alpha, training, beta, synthetic;
+- the evaluation it belongs to: checkpoint, checkpoint_epoch, clean_test_acc, n, eval_seed,
+  evaluated_at, run_dir;
+- its provenance (`provenance`): the record schema, the code version that evaluated it and the
+  one that trained the checkpoint (so stale results can be told apart), augmented, threads,
+  cpu_capability.
+Rows are replaced by `key` (kind, attack, eps, n, eval_seed, checkpoint and the attack's
+settings); budgets match within EPS_TOLERANCE. A pile of rows from many runs is one table.
 """
 
 from __future__ import annotations
@@ -16,7 +19,9 @@ import functools
 import subprocess
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
+from enum import Enum, StrEnum
 from pathlib import Path
+from typing import Any
 
 from blf.run import identity, storage
 
@@ -25,9 +30,35 @@ from blf.run import identity, storage
 # were trained without crop and flip (the augmentation never reached the training loop).
 SCHEMA_VERSION = 2
 
+
+
+class Kind(StrEnum):
+    """What a row observes. A str, so rows read back from JSON compare equal to the members."""
+
+    ROBUSTNESS = "robustness"  # one (attack, eps): n, correct, accuracy (%), seconds, per_example, attack.<key> settings
+    WORST_CASE = "worst_case"  # one eps: the fraction of examples that survive every attack run on this checkpoint and subset
+    NORMS = "norms"  # mean L2 / L-inf norms of logits and pre-logits on clean test data (Fig. 1)
+    INTEGRITY = "integrity"  # one check's verdict: check, status, value, threshold, detail
+    OPERATOR_NORM = "operator_norm"  # one layer: layer, layer_type, operator_norm (appendix C)
+    OPERATOR_NORM_SUMMARY = "operator_norm_summary"  # mean_conv, mean_linear over the layers (Table 3)
+    LOSS_SURFACE = "loss_surface"  # one data point: point, example, label, max_minus_min, arrays (Table 5)
+
+
+# The attack name of worst-case rows (a row per eps, beside the attacks it summarises).
+WORST_CASE = "worst_case"
+
 # Fields that tell two rows of the same run apart; a new row replaces an old one with the
 # same key (re-evaluating an attack updates its rows and keeps every other row).
 KEY_FIELDS = ("kind", "attack", "eps", "n", "eval_seed", "checkpoint")
+
+# Budgets are floats from configs (8/255 resolved from `${per255:8}`): two are the same budget
+# when they differ by less than this; tables round them to 8 decimals for their columns.
+EPS_TOLERANCE = 1e-6
+EPS_DECIMALS = 8
+
+# Columns tables group by: a table shows those that vary among its rows.
+TABLE_COLUMNS = ("experiment", "dataset", "model", "training", "head", "gamma", "regularizer", "lam", "alpha", "beta",
+                 "seed")
 
 _REPO = Path(__file__).resolve().parents[3]
 
@@ -67,9 +98,29 @@ def provenance(trained: Mapping | None) -> dict:
     }
 
 
+def same_eps(a, b):
+    """Whether budgets are equal within EPS_TOLERANCE (floats, or pandas Series of them)."""
+    return abs(a - b) < EPS_TOLERANCE
+
+
+def record_columns(config: Mapping) -> dict[str, Any]:
+    """Columns of every record that say which run it belongs to, from the resolved config; the
+    built objects add their own (head, gamma, regularizer, lam, alpha, training, beta)."""
+    return {
+        "experiment": config.get("experiment_name"),
+        "profile": config.get("profile_name"),
+        "dataset": config["dataset"]["name"],
+        "n_train": config["dataset"].get("n_train"),
+        "model": config["model"]["name"],
+        "seed": config["seed"],
+        "epochs": config["trainer"]["epochs"],
+        "run_key": identity.run_key(config),
+    }
+
+
 def identity_columns(config: Mapping, *described: Mapping) -> dict:
     """The run-identifying columns, from the resolved config and the built objects."""
-    row = identity.record_columns(config)
+    row = record_columns(config)
     for part in described:
         row.update(part)
     return row
@@ -81,7 +132,12 @@ def now() -> str:
 
 def key(row: Mapping) -> tuple:
     settings = tuple(sorted((k, str(v)) for k, v in row.items() if k.startswith("attack.")))
-    return tuple(row.get(field) for field in KEY_FIELDS) + settings
+    # Plain values, so that a row being written and the same row read back have one key.
+    return tuple(_plain(row.get(field)) for field in KEY_FIELDS) + settings
+
+
+def _plain(value):
+    return value.value if isinstance(value, Enum) else value
 
 
 def upsert(path: Path, new_rows: Iterable[Mapping]) -> list[dict]:

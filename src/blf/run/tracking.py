@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from blf import config as C
+from blf.run.records import Kind
 
 LOGGERS = ("wandb", "none")
 
@@ -67,7 +68,7 @@ class WandbTracker(Tracker):
 
     def log_records(self, rows: Sequence[dict]) -> None:
         """The robustness curve: a table of (attack, eps, accuracy) and a line plot per attack."""
-        curve = [r for r in rows if r.get("kind") == "robustness"]
+        curve = [r for r in rows if r.get("kind") == Kind.ROBUSTNESS]
         if not curve:
             return
         wandb = self.wandb
@@ -79,7 +80,7 @@ class WandbTracker(Tracker):
             )
             logged[f"robustness/{attack}"] = wandb.plot.line(points, "eps", "accuracy", title=f"accuracy vs eps ({attack})")
         for r in rows:
-            if r.get("kind") == "norms":
+            if r.get("kind") == Kind.NORMS:
                 logged.update({f"norms/{k}": r[k] for k in ("logit_l2", "logit_linf", "prelogit_l2", "prelogit_linf")})
         self.run.log(logged)
         for r in curve:

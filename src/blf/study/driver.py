@@ -42,6 +42,7 @@ from blf.errors import BLFError
 from blf.report import collect, figures, labels, provenance, tables
 from blf.run import identity, storage
 from blf.run.folder import RunFolder, safe_name
+from blf.run.records import Kind, same_eps
 from blf.study import selection
 
 REPO = Path(__file__).resolve().parents[3]
@@ -225,7 +226,7 @@ class Study:
         merged = merged[same_hp]
         # Tables tuned per attack keep each attack's own choice.
         per_attack = merged["for_attack"].notna()
-        merged = merged[~per_attack | (merged["attack"] == merged["for_attack"]) | (merged["kind"] != "robustness")]
+        merged = merged[~per_attack | (merged["attack"] == merged["for_attack"]) | (merged["kind"] != Kind.ROBUSTNESS)]
         unique = [c for c in ("run_dir", "kind", "attack", "eps", "check", "layer", "point") if c in merged]
         return merged.drop(columns=["hp_value_chosen"]).drop_duplicates(subset=unique)
 
@@ -314,22 +315,22 @@ def _write_table(table: pd.DataFrame, path: Path, title: str) -> list[Path]:
 def attack_table(final: pd.DataFrame, spec, path: Path, title: str) -> list[Path]:
     """Tables 1, 2, 4: accuracy under the table's attacks at the table budget."""
     eps = budgets(spec)
-    rows = final[(final["kind"] == "robustness") & final["attack"].isin(list(spec.select_attacks))]
-    rows = rows[rows.apply(lambda r: abs(r["eps"] - eps[r["dataset"]]) < 1e-6, axis=1)]
+    rows = final[(final["kind"] == Kind.ROBUSTNESS) & final["attack"].isin(list(spec.select_attacks))]
+    rows = rows[rows.apply(lambda r: same_eps(r["eps"], eps[r["dataset"]]), axis=1)]
     keys = ["attack", "model", "setting"] if len(spec.select_attacks) > 1 else ["model", "setting"]
     return _write_table(tables.method_table(rows, "accuracy", keys), path, title)
 
 
 def operator_norms(final: pd.DataFrame, spec, path: Path, title: str) -> list[Path]:
     """Table 3: mean L-infinity operator norm of the convolutions."""
-    rows = final[final["kind"] == "operator_norm_summary"]
+    rows = final[final["kind"] == Kind.OPERATOR_NORM_SUMMARY]
     return _write_table(tables.method_table(rows, "mean_conv", ["model", "setting"]), path, title)
 
 
 def loss_surfaces(final: pd.DataFrame, spec, path: Path, title: str) -> list[Path]:
     """Table 5: max - min of the input loss surface, averaged over the data points; and the
     surface figures of each selected run (Figs. 8-16) copied beside it."""
-    points = final[final["kind"] == "loss_surface"]
+    points = final[final["kind"] == Kind.LOSS_SURFACE]
     per_run = points.groupby(["run_dir", "model", "setting", "method"], as_index=False)["max_minus_min"].mean()
     written = _write_table(tables.method_table(per_run, "max_minus_min", ["model", "setting"], decimals=3), path, title)
     for _, run in per_run.drop_duplicates(["model", "setting", "method"]).iterrows():

@@ -19,6 +19,7 @@ import pandas as pd
 
 from blf import config as C
 from blf.report.labels import annotate
+from blf.run.records import Kind, same_eps
 
 CRITERIA = ("protocol", "attack", "none")
 GROUP = ["dataset", "model", "setting", "method"]
@@ -36,7 +37,7 @@ def scores(df: pd.DataFrame, criterion: str, eps: Mapping[str, float], attack: s
         else:
             name = attack if criterion == "attack" else "pgd"
             target = eps[first["dataset"]]
-            hits = rows[(rows["kind"] == "robustness") & (rows["attack"] == name) & ((rows["eps"] - target).abs() < 1e-6)]
+            hits = rows[(rows["kind"] == Kind.ROBUSTNESS) & (rows["attack"] == name) & same_eps(rows["eps"], target)]
             score = hits["accuracy"].iloc[0] if len(hits) else None
             basis = f"{name} accuracy at eps={target:.6g}"
         runs.append({**{k: first[k] for k in [*GROUP, "training", "hp", "hp_value", "seed"]},
