@@ -35,8 +35,7 @@ $(STAMP): requirements.txt pyproject.toml
 	touch $(STAMP)
 
 demo: install ## MNIST: train 2C2F baseline and 2C2F+BLF, PGD over the eps grid, table + plot in results/demo/
-	$(PY) src/train.py -m experiment=demo $(OVERRIDES)
-	$(PY) -m blf.report multirun/demo results/demo --title "Demo: 2C2F on MNIST, 5 epochs, PGD-40 on 500 test images"
+	$(PY) -m blf.study demo --sweep-dir multirun/demo --out-dir results/demo $(OVERRIDES)
 
 test: install ## Fast test suite (a few minutes on 2 CPU cores)
 	$(PY) -m pytest -m "not slow"

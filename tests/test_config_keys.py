@@ -39,7 +39,7 @@ from blf import app, console, data
 from blf.eval import attacks
 from blf.nn import models
 from blf.run import storage
-from blf.study import driver
+from blf.study import driver, spec
 from conftest import CONF, as_overrides, compose_config
 
 OTHER_RUN = "<another trained run>"
@@ -282,9 +282,8 @@ PROBES: dict[str, Probe | Covered | tuple[Probe, ...]] = {
     "logger.group": P("wandb", "another"),
     "logger.tags": P("wandb", "[a]"),
     "logger.silent": P("wandb", False),
-    # studies (study.py, selection.py): the driver's plan, selection and report
-    "study_limits.grid_values": P("study", 1, **{**FIG3, "profile": "smoke"}),
-    "study_limits.seeds": P("study", 3, **FIG3),
+    # studies (conf/driver.yaml, conf/study/; blf.study): the driver's plan, selection and report
+    "limits": P("study", {"limits": {"paper": {"grid_values": 1, "seeds": 1}, "smoke": {"grid_values": 2, "seeds": 1}}}, **FIG3),
     "study.grid": P("study", {"study.grid": {"baseline": {"model": "2c2f", "training": "standard"}}}, **FIG3),
     "study.seeds": P("study", "[0,1]", **FIG3),
     "study.title": P("study", "another", **FIG3),
@@ -300,7 +299,7 @@ PROBES: dict[str, Probe | Covered | tuple[Probe, ...]] = {
 INERT: dict[str, str] = {}
 
 # Subtrees that are one value to the code that reads them (a grid, a per-dataset mapping).
-VALUES = ("study.grid", "study.seeds", "study.select_eps", "study.transfer")
+VALUES = ("study.grid", "study.seeds", "study.select_eps", "study.transfer", "limits")
 LIST_GROUPS = ("attack", "analysis")
 
 
@@ -317,7 +316,7 @@ def leaves(node, prefix: str = "") -> set[str]:
 
 
 def every_key() -> set[str]:
-    """Every leaf key of the composed train and evaluate configs (Hydra's own `hydra.*` aside)."""
+    """Every leaf key of the composed train, evaluate and driver configs (Hydra's own `hydra.*` aside)."""
     keys = set()
     groups = ["model", "head", "regularizer", "training", "attack", "analysis", "eval", "logger", "experiment", "profile"]
     for dataset in options("dataset"):
@@ -329,6 +328,8 @@ def every_key() -> set[str]:
         for option in options(group):
             choice = f"{group}=[{option}]" if group in LIST_GROUPS else f"{group}={option}"
             keys |= leaves(compose_config("evaluate", ["run_dir=x", choice]))
+    for study in options("study"):  # the study driver's config: a spec and the profiles' limits
+        keys |= leaves(compose_config("driver", [f"study={study}"]))
     return keys
 
 
@@ -551,18 +552,19 @@ def test_console_key_changes_what_is_shown(key, probe, tmp_path, monkeypatch):
     assert "epoch 1/1" in shown and shown != hidden
 
 
-def fake_records(cfg: DictConfig) -> pd.DataFrame:
+def fake_records(s: driver.Study) -> pd.DataFrame:
     """Records of every grid job of a study at its first seed, with made-up but fixed numbers:
     what the driver's selection and report read."""
     rows = []
-    for entry in driver.grid_overrides(cfg):
+    defaults = spec.run_config(s.experiment, s.profile)
+    for entry in s.grid_overrides():
         values = {o.split("=", 1)[0]: o.split("=", 1)[1].split(",") for o in entry}
         for combo in itertools.product(*values.values()):
             job = dict(zip(values, combo))
-            dataset = job.get("dataset", cfg.dataset.name)
+            dataset = job.get("dataset", defaults.dataset.name)
             head = job.get("head", "identity")
             base = {"run_dir": "/runs/" + "+".join(sorted(f"{k}:{v}" for k, v in job.items())), "dataset": dataset,
-                    "model": job.get("model", cfg.model.name), "head": head,
+                    "model": job.get("model", defaults.model.name), "head": head,
                     "gamma": float(job.get("head.gamma", 1.0)) if head not in ("identity", "lblf") else None,
                     "regularizer": job.get("regularizer", "none"), "lam": _float(job.get("regularizer.lam")),
                     "alpha": _float(job.get("regularizer.alpha")), "training": job.get("training", "standard"),
@@ -604,10 +606,10 @@ def test_study_key_changes_the_plan_selection_or_report(key, probe, tmp_path):
             value = yaml.safe_load(value) if isinstance(value, str) else value
             OmegaConf.update(s.cfg, name, value, merge=False, force_add=True)
         s.spec = s.cfg.study
-        df = fake_records(s.cfg)
+        df = fake_records(s)
         chosen = s.select(df)
         written = s.report(s.final(df, chosen))
-        return {"grid": driver.grid_overrides(s.cfg), "seeds": {d: driver.seeds_of(s.cfg, d) for d in ("mnist", "cifar10")},
+        return {"grid": s.grid_overrides(), "seeds": {d: spec.seeds_of(s.cfg, d) for d in ("mnist", "cifar10")},
                 "chosen": chosen.to_csv(index=False),
                 # Tables as text, figures as the digest of their pixels (a PDF carries its date).
                 "files": {p.name: p.read_text() if p.suffix in (".md", ".tex") else hashlib.sha1(p.read_bytes()).hexdigest()

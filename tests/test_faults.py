@@ -11,7 +11,7 @@ import torch
 
 from blf import data
 from blf.errors import BusyError, CheckpointError, NonFiniteLossError
-from blf.report import collect
+from blf.report import collect, renderers
 from blf.run import storage
 from blf.run.folder import RunFolder
 from blf.study import driver
@@ -295,11 +295,11 @@ def test_record_values_do_not_name_files_outside_the_report(tmp_path):
 
     points = pd.DataFrame([{"kind": "loss_surface", "run_dir": str(tmp_path / "run"), "model": "../../../evil",
                             "setting": "ST", "method": "/abs", "max_minus_min": 1.0, "point": 0, "dataset": "mnist"}])
-    (tmp_path / "run" / "analysis").mkdir(parents=True)
-    (tmp_path / "run" / "analysis" / "loss_surface.png").write_bytes(b"png")
-    written = driver.loss_surfaces(points, None, tmp_path / "out" / "table5", "Table 5")
-    copies = [p for p in written if p.suffix == ".png"]
-    assert len(copies) == 1 and copies[0].parent == tmp_path / "out" / "loss_surfaces"
+    arrays = {"axis": torch.linspace(-0.01, 0.01, 3), "index": torch.tensor([0]), "surfaces": torch.rand(1, 3, 3)}
+    storage.save_checkpoint(arrays, tmp_path / "run" / "analysis" / "loss_surface.pt")
+    written = renderers.loss_surfaces(points, {}, tmp_path / "out" / "table5", "Table 5")
+    drawn = [p for p in written if p.suffix == ".png"]
+    assert len(drawn) == 1 and drawn[0].parent == tmp_path / "out" / "loss_surfaces"
     assert not list(tmp_path.parent.glob("evil*"))
 
 

@@ -11,48 +11,72 @@ import pandas as pd
 import pytest
 from omegaconf import open_dict
 
-from blf.report import collect
+from blf.errors import ConfigError
+from blf.report import collect, renderers
 from blf.run import storage
 from blf.study import driver
+from blf.study import spec as specs
+from blf.study import sweep as sweeps
 from conftest import REPO, TINY, compose_config, run_app
 
-EXPERIMENTS = ["fig1", "fig3", "fig4", "fig5", "fig7", "table1", "table2", "table3", "table4", "table5"]
+EXPERIMENTS = ["demo", "fig1", "fig3", "fig4", "fig5", "fig7", "table1", "table2", "table3", "table4", "table5"]
 
 
 @pytest.mark.parametrize("name", EXPERIMENTS)
 @pytest.mark.parametrize("profile", ["paper", "smoke"])
 def test_every_experiment_composes_and_its_grid_entries_are_valid_overrides(name, profile):
-    cfg = driver.experiment_config(name, profile)
-    spec = cfg.study
-    assert spec.report in driver.REPORTS and spec.get("select", "protocol") in ("protocol", "attack", "none")
+    study = driver.Study(name, profile)
+    spec = study.spec
+    assert spec.report in renderers.RENDERERS and spec.get("select", "protocol") in ("protocol", "attack", "none")
     assert spec.grid and spec.seeds
     if spec.get("select", "protocol") != "none":
-        eps = driver.budgets(spec)
+        eps = specs.budgets(spec)
         assert all(isinstance(v, float) and 0 < v <= 0.3 for v in eps.values()), eps
-    for overrides in driver.grid_overrides(cfg):
+    for overrides in study.grid_overrides():
         first = [f"{o.split('=', 1)[0]}={o.split('=', 1)[1].split(',')[0]}" for o in overrides]
         job = compose_config(overrides=[f"experiment={name}", f"profile={profile}", *first])
         assert job.experiment_name == name and job.profile_name == profile
 
 
 def test_paper_grids_and_the_smoke_reduction():
-    paper = driver.grid_overrides(driver.experiment_config("fig3", "paper"))
-    smoke = driver.grid_overrides(driver.experiment_config("fig3", "smoke"))
+    paper = driver.Study("fig3", "paper").grid_overrides()
+    smoke = driver.Study("fig3", "smoke").grid_overrides()
     assert "regularizer.lam=0.01,0.05,0.1,0.3,0.5" in paper[1] and "regularizer.lam=0.01,0.05" in smoke[1]
     assert "model=2c2f,4c3f" in smoke[1] and "seed=0" in smoke[1]  # only hyper-parameter grids shrink
-    assert driver.seeds_of(driver.experiment_config("fig3", "paper"), "mnist") == [0, 1, 2, 3, 4]
-    assert driver.seeds_of(driver.experiment_config("fig3", "smoke"), "mnist") == [0]
-    fig7 = driver.experiment_config("fig7", "paper")
-    assert driver.seeds_of(fig7, "cifar10") == [0, 1, 2]
-    assert driver.experiment_config("fig4", "paper").study.transfer.wrn34_10 == "resnet18"
+    assert specs.seeds_of(specs.load("fig3", "paper"), "mnist") == [0, 1, 2, 3, 4]
+    assert specs.seeds_of(specs.load("fig3", "smoke"), "mnist") == [0]
+    assert specs.seeds_of(specs.load("fig7", "paper"), "cifar10") == [0, 1, 2]
+    assert specs.load("fig4", "paper").study.transfer.wrn34_10 == "resnet18"
+
+
+def test_study_specs_live_apart_from_runs():
+    """The spec is the driver's: a run's config has no `study` section, and an unknown study or
+    profile is refused with the allowed values."""
+    run = compose_config(overrides=["experiment=fig3", "profile=smoke"])
+    assert "study" not in run and "study_limits" not in run
+    assert driver.Study("fig3", "smoke").spec.title.startswith("Fig. 3")
+    with pytest.raises(ConfigError, match="study='fig99' is not an option; allowed: demo, fig1"):
+        specs.load("fig99", "paper")
+    with pytest.raises(ConfigError, match="--profile='huge' is not an option; allowed: paper, smoke"):
+        specs.load("fig3", "huge")
+
+
+def test_sweep_expansion_spells_values_as_hydra_does():
+    """The jobs of a multirun, in Hydra's order and spelling (run folders are named from it)."""
+    jobs = sweeps.expand(["model=2c2f,4c3f", "head.gamma=0.5,1", "progress=true", "model=4c3f,2c2f"])
+    assert sweeps.expand(["seed=range(2)"]) == [["seed=0"], ["seed=1"]]
+    assert jobs == [["model=4c3f", "head.gamma=0.5", "progress=True"], ["model=4c3f", "head.gamma=1", "progress=True"],
+                    ["model=2c2f", "head.gamma=0.5", "progress=True"], ["model=2c2f", "head.gamma=1", "progress=True"]]
+    with pytest.raises(ConfigError, match="range or interval sweep"):
+        sweeps.expand(["head.gamma=interval(0.5,1.0)"])
 
 
 def test_launchers_share_the_cores():
-    assert driver.launcher_overrides("basic", 1) == []
-    joblib = driver.launcher_overrides("joblib", 2)
+    assert sweeps.launcher_overrides("basic", 1) == []
+    joblib = sweeps.launcher_overrides("joblib", 2)
     assert joblib[:2] == ["hydra/launcher=joblib", "hydra.launcher.n_jobs=2"]
     assert joblib[2] == f"trainer.threads={max(1, (os.cpu_count() or 1) // 2)}"
-    assert driver.launcher_overrides("slurm", 1) == ["hydra/launcher=slurm"]
+    assert sweeps.launcher_overrides("slurm", 1) == ["hydra/launcher=slurm"]
 
 
 def small_study(tmp_path, launcher="basic"):
@@ -63,7 +87,7 @@ def small_study(tmp_path, launcher="basic"):
         s.cfg.study.grid = {"baseline": {"model": "2c2f", "training": "standard"},
                             "blf": {"model": "2c2f", "training": "standard", "head": "blf", "head.gamma": "0.5,1.0,1.5"}}
         s.cfg.study.seeds = [0, 1]
-        s.cfg.study_limits.seeds = None
+        s.cfg.limits.smoke.seeds = None
     s.spec = s.cfg.study
     return s
 
@@ -93,7 +117,7 @@ def test_study_runs_grid_selection_seeds_and_report_with_joblib(tmp_path, capsys
     assert not keys.duplicated().any()
     # Another evaluation setting is work left to do: that multirun would launch again.
     again = small_study(tmp_path)
-    grid = driver.grid_overrides(again.cfg)
+    grid = again.grid_overrides()
     assert again.finished(grid[0])
     again.extra.append("eval.n=16")
     assert not again.finished(grid[0])

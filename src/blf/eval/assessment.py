@@ -18,7 +18,6 @@ from omegaconf import DictConfig
 from blf import config as C
 from blf.eval import integrity, loss_surface, operator_norm, robustness
 from blf.nn import precision
-from blf.report import figures
 from blf.run import records, storage
 from blf.run.folder import RunFolder
 from blf.run.records import WORST_CASE, Kind
@@ -176,11 +175,9 @@ class Assessment:
             seed=cfg.seed, clip=C.boolean("eval.loss_surface.clip", cfg.clip), batch_size=cfg.batch_size,
             device=self.device)
         folder = self.workspace.root / "analysis"
+        # The arrays only: the study's report draws the surfaces (blf.report.renderers).
         storage.save_checkpoint({"axis": axis, "index": index, "surfaces": surfaces}, folder / "loss_surface.pt")
-        c = self.common
-        figures.loss_surfaces(axis, surfaces, folder / "loss_surface", title=f"{c['model']} + {c['head']} ({c['training']}), {c['dataset']}"
-                              + (" [SYNTHETIC DATA]" if c.get("synthetic") else ""))
-        return [{**c, **r, "arrays": "analysis/loss_surface.pt"} for r in rows]
+        return [{**self.common, **r, "arrays": "analysis/loss_surface.pt"} for r in rows]
 
 
 def assess(workspace: RunFolder, run: Assembly, tracker, *, skip_done: bool) -> tuple[list[dict], list[dict]]:

@@ -12,9 +12,9 @@ Every key of a composed `train` config has one role:
 - **execution** (`logger`, `device`, `progress`, `paths`, `dataset.root`, `dataset.download`,
   `trainer.threads`): where and how a job runs and where its data comes from, not what it
   computes.
-- **bookkeeping** (`experiment_name`, `profile_name`, `study`, `study_limits`): which study a
-  run belongs to and how that study is drawn. Editing a study's YAML (a title, a grid, a seed
-  list) leaves its runs resumable and its finished jobs finished.
+- **bookkeeping** (`experiment_name`, `profile_name`): which study a run belongs to. A study's
+  spec is not part of a run's config (conf/study/, read by the driver only); `study` and
+  `study_limits` are listed for run folders written when it was, so they stay resumable.
 """
 
 from __future__ import annotations
