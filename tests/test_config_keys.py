@@ -73,6 +73,11 @@ def P(app_name: str, b, a=None, offline: bool = False, fails: bool = False, **co
     return Probe(app_name, b, a, context, offline, fails)
 
 
+def probes(prefix: str, app_name: str, context: dict, **values) -> dict[str, Probe]:
+    """Keys of one section probed in the same context: `prefix.key` set to each value."""
+    return {f"{prefix}.{key}": P(app_name, value, **context) for key, value in values.items()}
+
+
 def many(*probes: Probe) -> tuple[Probe, ...]:
     """A key read by several options of a group: one probe per option."""
     return probes
@@ -157,14 +162,10 @@ PROBES: dict[str, Probe | Covered | tuple[Probe, ...]] = {
     "dataset.threat.apgd_t.n_target_classes": P("train", 3, **{**ATTACK_APGD_T, **LEARNS,
                                                                 "attack.apgd_t.n_target_classes": None}),
     "dataset.threat.unbounded_eps": P("train", 0.05, **INTEGRITY),
-    # model (models.py, resnet.py, wide_resnet.py) and its appendix B.2 recipes
+    # model (nn/models.py, nn/resnet.py, nn/wide_resnet.py) and its appendix B.2 recipes
     "model.name": P("train", "4c3f"),
-    "model.width": P("train", 8, **CIFAR),
-    "model.blocks": P("train", "[1,1,1,2]", **CIFAR),
-    "model.depth": P("train", 16, **WRN),
-    "model.widen_factor": P("train", 2, **WRN),
-    "model.dropout": P("train", 0.3, **WRN),
-    "model.init": P("train", "trades", **WRN),
+    **probes("model", "train", CIFAR, width=8, blocks="[1,1,1,2]"),
+    **probes("model", "train", WRN, depth=16, widen_factor=2, dropout=0.3, init="trades"),
     **{f"model.recipe.{regime}.{key}": P("train", b, a, **{**context, **(PGD_AT if regime == "adversarial" else {})})
        for regime in ("standard", "adversarial")
        for key, b, a, context in (
@@ -174,15 +175,15 @@ PROBES: dict[str, Probe | Covered | tuple[Probe, ...]] = {
            ("momentum", 0.9, None, {}),
            ("weight_decay", 0.5, None, {}),
            ("milestones", "[1]", None, TWO_EPOCHS))},
-    # head (heads.py)
+    # head (nn/heads.py)
     "head.name": P("train", "tanh", head="blf"),
     "head.gamma": many(*(P("train", 3.0, head=h) for h in ("blf", "tanh", "sigmoid", "sine", "single_wave"))),
     "head.gamma_tilde_init": P("train", 1.0, head="lblf"),
-    # regularizer (regularizers.py)
+    # regularizer (nn/regularizers.py)
     "regularizer.name": P("train", "none", regularizer="logit_squeezing"),
     "regularizer.lam": P("train", 0.5, regularizer="logit_squeezing"),
     "regularizer.alpha": P("train", 0.5, regularizer="label_smoothing"),
-    # training mode (training.py)
+    # training mode (train/objectives.py)
     "training.name": P("train", "standard", **PGD_AT),
     "training.regime": P("train", "adversarial", **{"model.recipe.adversarial.lr": 0.05}),
     "training.eps": many(P("train", 0.01, **PGD_AT), P("train", 0.01, **TRADES)),
@@ -190,7 +191,7 @@ PROBES: dict[str, Probe | Covered | tuple[Probe, ...]] = {
     "training.eps_iter": many(P("train", 0.05, **PGD_AT), P("train", 0.05, **TRADES)),
     "training.beta": P("train", 1.0, **TRADES),
     "training.init_std": P("train", 0.1, **TRADES),
-    # the loop (trainer.py), the optimiser and its schedule
+    # the loop (train/loop.py), the optimiser and its schedule
     "trainer.epochs": P("train", 2),
     "trainer.batch_size": P("train", 16),
     "trainer.threads": P("train", lambda: torch.get_num_threads() + 1),
@@ -215,22 +216,12 @@ PROBES: dict[str, Probe | Covered | tuple[Probe, ...]] = {
     "experiment_name": P("train", "another"),
     "profile_name": P("train", "another"),
     "run_dir": P("evaluate", {"run_dir": OTHER_RUN}),
-    # attacks (attacks/), evaluated on a trained run by the evaluate app
+    # attacks (eval/attacks/), evaluated on a trained run by the evaluate app
     **attack_probes("pgd", ATTACK_PGD),
     **attack_probes("pgd_tanh_surrogate", ATTACK_SURROGATE),
-    "attack.spsa.eps": P("evaluate", "[0.3]", **ATTACK_SPSA),
-    "attack.spsa.delta": P("evaluate", 0.2, **ATTACK_SPSA),
-    "attack.spsa.lr": P("evaluate", 0.2, **ATTACK_SPSA),
-    "attack.spsa.nb_iter": P("evaluate", 3, **ATTACK_SPSA),
-    "attack.spsa.nb_sample": P("evaluate", 32, **ATTACK_SPSA),
-    "attack.spsa.max_batch_size": P("evaluate", 8, **ATTACK_SPSA),
-    "attack.spsa.batch_size": P("evaluate", 4, **ATTACK_SPSA),
-    "attack.square.eps": P("evaluate", "[0.2]", **ATTACK_SQUARE),
-    "attack.square.n_queries": P("evaluate", 40, **ATTACK_SQUARE),
-    "attack.square.p_init": P("evaluate", 0.1, **ATTACK_SQUARE),
-    "attack.square.n_restarts": P("evaluate", 2, **ATTACK_SQUARE),
-    "attack.square.loss": P("evaluate", "ce", **ATTACK_SQUARE),
-    "attack.square.seed": P("evaluate", 1, **ATTACK_SQUARE),
+    **probes("attack.spsa", "evaluate", ATTACK_SPSA, eps="[0.3]", delta=0.2, lr=0.2, nb_iter=3, nb_sample=32, max_batch_size=8,
+             batch_size=4),
+    **probes("attack.square", "evaluate", ATTACK_SQUARE, eps="[0.2]", n_queries=40, p_init=0.1, n_restarts=2, loss="ce", seed=1),
     **{f"attack.{name}.{key}": P("evaluate", b, **context)
        for name, context in (("apgd_ce", ATTACK_APGD), ("apgd_t", ATTACK_APGD_T))
        for key, b in (("eps", "[0.2]"), ("n_iter", 8), ("seed", 1))},
@@ -246,18 +237,13 @@ PROBES: dict[str, Probe | Covered | tuple[Probe, ...]] = {
     # analyses (operator_norm.py, loss_surface.py)
     "analysis.operator_norm": P("evaluate", {"analysis": "[operator_norm]"}, {"analysis": "[]"}),
     "analysis.loss_surface": P("evaluate", {"analysis": "[loss_surface]"}, {"analysis": "[]"}),
-    # evaluation settings (eval group: evaluation.py, assess.py, integrity.py)
+    # evaluation settings (eval group: eval/robustness.py, eval/assessment.py, eval/integrity.py)
     "eval.n": P("evaluate", 16),
     "eval.seed": P("evaluate", 1),
     "eval.batch_size": P("evaluate", 8),
     "eval.checkpoint": P("evaluate", "last"),
-    "eval.loss_surface.points": P("evaluate", 3, **SURFACE),
-    "eval.loss_surface.split": P("evaluate", "test", **SURFACE),
-    "eval.loss_surface.radius": P("evaluate", 0.2, **SURFACE),
-    "eval.loss_surface.step": P("evaluate", 0.1, **SURFACE),
-    "eval.loss_surface.seed": P("evaluate", 1, **SURFACE),
+    **probes("eval.loss_surface", "evaluate", SURFACE, points=3, split="test", radius=0.2, step=0.1, seed=1, batch_size=4),
     "eval.loss_surface.clip": P("evaluate", True, **{**SURFACE, "eval.loss_surface.radius": 0.5}),
-    "eval.loss_surface.batch_size": P("evaluate", 4, **SURFACE),
     "eval.integrity.enabled": P("evaluate", False, **INTEGRITY),
     "eval.integrity.monotonic_tolerance": P("evaluate", 3.0, **INTEGRITY),
     "eval.integrity.gradient_free_max_share": P("evaluate", 3.0, **SQUARE),
@@ -274,7 +260,7 @@ PROBES: dict[str, Probe | Covered | tuple[Probe, ...]] = {
     "eval.integrity.convergence.restarts": P("evaluate", 3, **INTEGRITY),
     "eval.integrity.convergence.tolerance": P("evaluate", 9.0, **INTEGRITY),
     "eval.integrity.convergence.max_n": P("evaluate", 8, **INTEGRITY),
-    # W&B (tracking.py): observed where the values arrive, wandb.init
+    # W&B (run/tracking.py): observed where the values arrive, wandb.init
     "logger.name": P("wandb", "none"),
     "logger.project": P("wandb", "another"),
     "logger.entity": P("wandb", "someone"),

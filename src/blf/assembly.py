@@ -121,5 +121,5 @@ def for_training(cfg: DictConfig) -> Assembly:
 
 def for_evaluation(cfg: DictConfig) -> Assembly:
     """A trained run to evaluate (src/evaluate.py): `cfg` is the run's config with this
-    command's evaluation settings; the weights come from its checkpoint (assess.py)."""
+    command's evaluation settings; the weights come from its checkpoint (eval/assessment.py)."""
     return _common(cfg)
