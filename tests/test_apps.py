@@ -415,3 +415,21 @@ def test_compiled_training_matches_the_plain_run(tmp_path, monkeypatch):
     (b,) = train(tmp_path / "eager", "trainer.epochs=1").progress.history
     assert a["train_loss"] == pytest.approx(b["train_loss"], rel=1e-4)
     assert a["test_acc"] == pytest.approx(b["test_acc"], abs=2.0)
+
+
+def test_runs_saved_before_the_configs_named_their_classes_resume_and_evaluate(tmp_path):
+    """Checkpoints whose config has no `_target_` (written before the options named their class)
+    still resume and evaluate: the class is the one the option names now."""
+    run_dir = tmp_path / "run"
+    first = train(run_dir, "head=blf", "trainer.epochs=1")
+    for which in ("best", "last"):
+        path = run_dir / "checkpoints" / f"{which}.pt"
+        state = storage.load_checkpoint(path)
+        for group in ("model", "head", "regularizer", "training"):
+            del state["config"][group]["_target_"]
+        storage.save_checkpoint(state, path)
+    again = evaluate(run_dir, "eval.n=16", "logger=none", "attack.pgd.nb_iter=2")
+    clean = {r["eps"]: r["accuracy"] for r in again.added if r["kind"] == "robustness"}
+    assert again.added and clean[0.0] == next(r["accuracy"] for r in first.rows if r["kind"] == "robustness" and r["eps"] == 0.0)
+    resumed = train(run_dir, "head=blf", "trainer.epochs=2")
+    assert resumed.progress.epoch == 2 and [h["epoch"] for h in storage.read_jsonl(run_dir / "metrics.jsonl")] == [1, 2]

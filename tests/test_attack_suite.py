@@ -10,6 +10,7 @@ from blf import data
 from blf.errors import ConfigError
 from blf.eval import attacks, loss_surface, operator_norm, robustness
 from blf.nn import heads, models
+from conftest import option
 
 CPU = torch.device("cpu")
 
@@ -17,8 +18,8 @@ CPU = torch.device("cpu")
 @pytest.fixture(scope="module")
 def tiny():
     torch.manual_seed(0)
-    head = heads.build(OmegaConf.create({"name": "blf", "gamma": 2.0}))
-    classifier = models.build(OmegaConf.create({"name": "2c2f"}), head, (1, 28, 28), 10)
+    head = heads.build(option("head", "blf", gamma=2.0))
+    classifier = models.build(option("model", "2c2f"), head, (1, 28, 28), 10)
     split = data.load(OmegaConf.create({"name": "mnist", "synthetic": True, "synthetic_train": 8, "synthetic_test": 6,
                                         "synthetic_seed": 0, "n_train": None})).test
     return classifier.eval(), split
@@ -108,7 +109,7 @@ def test_operator_norm_is_the_largest_absolute_row_sum():
         conv.weight.copy_(torch.arange(24, dtype=torch.float32).view(3, 2, 2, 2) - 12)
     # Rows (outputs): |-12..-5| = 68, |-4..3| = 16, |4..11| = 60.
     assert operator_norm.linf_operator_norm(conv.weight) == 68.0
-    model = models.build(OmegaConf.create({"name": "4c3f"}), heads.Identity(), (1, 28, 28), 10)
+    model = models.build(option("model", "4c3f"), heads.Identity(), (1, 28, 28), 10)
     rows = operator_norm.layer_norms(model)
     assert [r["layer_type"] for r in rows] == ["conv"] * 4 + ["linear"] * 3
     assert rows[-1]["operator_norm"] == 0.0  # 4C3F's last layer starts at zero

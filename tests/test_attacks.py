@@ -9,13 +9,13 @@ from blf.data import Split
 from blf.errors import ConfigError
 from blf.eval import attacks, robustness
 from blf.nn import heads, models
-from conftest import attack_config
+from conftest import attack_config, option
 
 
 @pytest.fixture(scope="module")
 def classifier():
     torch.manual_seed(0)
-    net = models.build(OmegaConf.create({"name": "2c2f"}), heads.build(OmegaConf.create({"name": "blf", "gamma": 1.0})), (1, 28, 28), 10)
+    net = models.build(option("model", "2c2f"), heads.build(option("head", "blf", gamma=1.0)), (1, 28, 28), 10)
     return net.eval()
 
 
@@ -97,5 +97,7 @@ def test_bad_attack_settings_are_refused(overrides, key):
 
 
 def test_unknown_attack_is_refused():
-    with pytest.raises(ConfigError, match="attack='cw'.*allowed: apgd_ce, .*pgd, .*square"):
+    with pytest.raises(ConfigError, match="attack.cw._target_=None is missing; allowed: a subclass of blf.eval.attacks.base.Attack"):
         attacks.build("cw", OmegaConf.create({}))
+    with pytest.raises(ConfigError, match="attack.pgd._target_='blf.nn.heads.BLF' is not a Attack"):
+        attacks.build("pgd", attack_config("pgd", _target_="blf.nn.heads.BLF"))

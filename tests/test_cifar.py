@@ -13,7 +13,7 @@ from blf.errors import ConfigError, DataError
 from blf.nn import heads, models
 from blf.nn.regularizers import Regularizer
 from blf.train import objectives
-from conftest import compose_config, train
+from conftest import compose_config, option, train
 
 CPU = torch.device("cpu")
 TINY_NETS = {
@@ -67,7 +67,7 @@ def test_networks_have_the_paper_shapes():
 
 def test_models_refuse_the_wrong_image_size():
     with pytest.raises(ConfigError, match="model=2c2f takes 28x28 images.*allowed models for it: resnet18, wrn34_10"):
-        models.build(OmegaConf.create({"name": "2c2f"}), heads.Identity(), (3, 32, 32), 10)
+        models.build(option("model", "2c2f"), heads.Identity(), (3, 32, 32), 10)
     with pytest.raises(ConfigError, match="model.depth=12"):
         models.build(compose_config(overrides=["model=wrn34_10", "model.depth=12"]).model, heads.Identity(), (3, 32, 32), 10)
 
@@ -101,8 +101,8 @@ class TestTrades:
     @pytest.fixture
     def setup(self):
         torch.manual_seed(0)
-        head = heads.build(OmegaConf.create({"name": "blf", "gamma": 1.0}))
-        classifier = models.build(OmegaConf.create({"name": "2c2f"}), head, (1, 28, 28), 10)
+        head = heads.build(option("head", "blf", gamma=1.0))
+        classifier = models.build(option("model", "2c2f"), head, (1, 28, 28), 10)
         x = torch.rand(8, 1, 28, 28)
         y = torch.randint(10, (8,))
         return classifier, x, y

@@ -33,14 +33,16 @@ import pytest
 import torch
 import torchvision
 import yaml
+from hydra.utils import get_class
 from omegaconf import DictConfig, OmegaConf
 
-from blf import app, console, data
+from blf import app, assembly, console, data
 from blf.eval import attacks
-from blf.nn import models
+from blf.nn import heads, models, regularizers
 from blf.run import storage
 from blf.study import driver, spec
-from conftest import CONF, as_overrides, compose_config
+from blf.train import objectives
+from conftest import CONF, TINY, as_overrides, compose_config
 
 OTHER_RUN = "<another trained run>"
 
@@ -198,6 +200,10 @@ PROBES: dict[str, Probe | Covered | tuple[Probe, ...]] = {
     "trainer.channels_last": P("train", False),
     "trainer.amp": P("train", "bf16"),
     "trainer.compile": Covered("tests/test_apps.py::test_compile_is_applied_to_the_training_steps"),
+    # the class each option builds (`_target_`): what the assembly builds follows it
+    **{key: Covered("tests/test_config_keys.py::test_every_target_names_the_class_the_assembly_builds") for key in (
+        "model._target_", "head._target_", "regularizer._target_", "training._target_",
+        *(f"attack.{name}._target_" for name in sorted(p.stem for p in (CONF / "attack").glob("*.yaml"))))},
     "optim._target_": P("train", "torch.optim.RMSprop"),
     "optim._partial_": P("train", False),
     "optim.lr": P("train", 0.05),
@@ -602,6 +608,48 @@ def test_study_key_changes_the_plan_selection_or_report(key, probe, tmp_path):
                           for p in written if p.suffix != ".pdf"}}
 
     assert observe("a") != observe("b")
+
+
+# Subclasses of the package's own, as a user would name theirs with `_target_`.
+class OwnNetwork(models.TwoConvTwoFC):
+    pass
+
+
+class OwnHead(heads.BLF):
+    pass
+
+
+class OwnRegularizer(regularizers.LogitSqueezing):
+    pass
+
+
+class OwnTraining(objectives.PGDAdversarial):
+    pass
+
+
+ATTACK_NAMES = sorted(p.stem for p in (CONF / "attack").glob("*.yaml"))
+for _name in ATTACK_NAMES:  # OwnPGD, OwnSquare, ...: one subclass per attack option's class
+    _cls = get_class(compose_config(overrides=[f"attack=[{_name}]"]).attack[_name]["_target_"])
+    globals()[f"Own{_cls.__name__}"] = type(f"Own{_cls.__name__}", (_cls,), {"__module__": __name__})
+
+
+def test_every_target_names_the_class_the_assembly_builds():
+    """Each option's `_target_` is the class the assembly builds, and another class named there
+    (a subclass of the package's own, as a user's would be) is built in its place."""
+    base = [*TINY, "head=blf", "regularizer=logit_squeezing", "training=pgd_at", f"attack=[{','.join(ATTACK_NAMES)}]"]
+
+    def built(overrides: list[str]) -> dict[str, type]:
+        run = assembly.for_training(compose_config(overrides=overrides))
+        parts = {"model": run.classifier.network, "head": run.classifier.head, "regularizer": run.regularizer,
+                 "training": run.training, **{f"attack.{name}": a for name, a in zip(ATTACK_NAMES, run.attacks)}}
+        return {key: type(part) for key, part in parts.items()}
+
+    cfg = compose_config(overrides=base)
+    named = {key: get_class(OmegaConf.select(cfg, f"{key}._target_")) for key in built(base)}
+    assert built(base) == named
+    own = {"model": OwnNetwork, "head": OwnHead, "regularizer": OwnRegularizer, "training": OwnTraining,
+           **{f"attack.{name}": globals()[f"Own{named[f'attack.{name}'].__name__}"] for name in ATTACK_NAMES}}
+    assert built([*base, *(f"{key}._target_={__name__}.{cls.__name__}" for key, cls in own.items())]) == own
 
 
 def test_a_new_key_without_a_probe_is_caught(tmp_path):

@@ -4,10 +4,10 @@ import math
 
 import pytest
 import torch
-from omegaconf import OmegaConf
 
 from blf.errors import ConfigError
 from blf.nn import heads
+from conftest import option
 
 SQRT5 = math.sqrt(5.0)
 
@@ -80,21 +80,21 @@ def test_single_wave_matches_appendix_d_and_has_finite_gradients():
     [("tanh", torch.tanh), ("sigmoid", torch.sigmoid), ("blf", heads.blf), ("sine", torch.sin), ("single_wave", heads.single_wave)],
 )
 def test_bounded_heads_scale_by_gamma(name, function):
-    head = heads.build(OmegaConf.create({"name": name, "gamma": 2.5}))
+    head = heads.build(option("head", name, gamma=2.5))
     z = torch.randn(4, 10)
     assert torch.allclose(head(z), 2.5 * function(z))
     assert head.describe() == {"head": name, "gamma": 2.5}
 
 
 def test_identity_head_passes_prelogits_through():
-    head = heads.build(OmegaConf.create({"name": "identity"}))
+    head = heads.build(option("head", "identity"))
     z = torch.randn(3, 10)
     assert torch.equal(head(z), z)
     assert head.describe() == {"head": "identity", "gamma": None}
 
 
 def test_learnable_blf_starts_at_softplus_minus_one_and_learns_gamma():
-    head = heads.build(OmegaConf.create({"name": "lblf", "gamma_tilde_init": -1.0}))
+    head = heads.build(option("head", "lblf", gamma_tilde_init=-1.0))
     assert head.gamma == pytest.approx(math.log1p(math.exp(-1.0)))
     z = torch.full((2, 10), 2.4)
     out = head(z)
@@ -106,9 +106,14 @@ def test_learnable_blf_starts_at_softplus_minus_one_and_learns_gamma():
 @pytest.mark.parametrize("gamma", [0.0, -1.0, float("nan"), "x"])
 def test_gamma_must_be_positive(gamma):
     with pytest.raises(ConfigError, match="head.gamma"):
-        heads.build(OmegaConf.create({"name": "blf", "gamma": gamma}))
+        heads.build(option("head", "blf", gamma=gamma))
 
 
-def test_unknown_head_names_the_allowed_ones():
-    with pytest.raises(ConfigError, match="allowed: .*blf.*identity"):
-        heads.build(OmegaConf.create({"name": "relu", "gamma": 1.0}))
+def test_a_head_class_that_is_not_one_is_refused():
+    allowed = "allowed: a subclass of blf.nn.heads.Head, as module.Class"
+    with pytest.raises(ConfigError, match=f"head._target_='blf.nn.heads.ReLU' cannot be imported; {allowed}"):
+        heads.build(option("head", "blf", _target_="blf.nn.heads.ReLU"))
+    with pytest.raises(ConfigError, match=f"head._target_='torch.nn.ReLU' is not a Head; {allowed}"):
+        heads.build(option("head", "blf", _target_="torch.nn.ReLU"))
+    with pytest.raises(ConfigError, match=r"head: Identity cannot take \['gamma'\].*allowed: no keys"):
+        heads.build(option("head", "blf", _target_="blf.nn.heads.Identity"))

@@ -8,7 +8,7 @@ from torch import nn
 from blf import data
 from blf.eval import attacks, integrity, robustness
 from blf.nn import heads, models
-from conftest import attack_config
+from conftest import attack_config, option
 
 CHECKS = OmegaConf.create({
     "monotonic_tolerance": 0.5,
@@ -38,7 +38,7 @@ def dataset():
 @pytest.fixture(scope="module")
 def honest(dataset):
     torch.manual_seed(0)
-    classifier = models.build(OmegaConf.create({"name": "2c2f"}), heads.Identity(), (1, 28, 28), 10)
+    classifier = models.build(option("model", "2c2f"), heads.Identity(), (1, 28, 28), 10)
     optimizer = torch.optim.Adam(classifier.parameters(), lr=1e-3)
     generator = torch.Generator().manual_seed(0)
     for _ in range(3):

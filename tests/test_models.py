@@ -2,15 +2,15 @@
 
 import pytest
 import torch
-from omegaconf import OmegaConf
 from torch import nn
 
 from blf.errors import ConfigError
 from blf.nn import heads, models
+from conftest import option
 
 
 def build(name, head="identity"):
-    return models.build(OmegaConf.create({"name": name}), heads.build(OmegaConf.create({"name": head, "gamma": 1.0})), (1, 28, 28), 10)
+    return models.build(option("model", name), heads.build(option("head", head)), (1, 28, 28), 10)
 
 
 def layer_shapes(module, kind):
@@ -49,7 +49,7 @@ def test_forward_exposes_prelogits_and_logits(name):
 
 def test_with_head_shares_the_network():
     classifier = build("2c2f", head="blf").eval()
-    swapped = classifier.with_head(heads.build(OmegaConf.create({"name": "tanh", "gamma": 1.0})))
+    swapped = classifier.with_head(heads.build(option("head", "tanh", gamma=1.0)))
     assert swapped.network is classifier.network
     x = torch.rand(2, 1, 28, 28)
     assert torch.allclose(swapped(x), torch.tanh(classifier.network(x)))

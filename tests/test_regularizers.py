@@ -4,10 +4,10 @@ import math
 
 import pytest
 import torch
-from omegaconf import OmegaConf
 
 from blf.errors import ConfigError
 from blf.nn import regularizers
+from conftest import option
 
 LOGITS = torch.tensor([[2.0, 0.0, -1.0], [0.5, 1.5, 0.0]])
 Y = torch.tensor([0, 2])
@@ -18,8 +18,8 @@ def log_softmax_by_hand(row):
     return [v - norm for v in row]
 
 
-def build(**cfg):
-    return regularizers.build(OmegaConf.create(cfg), num_classes=3)
+def build(name: str, **values):
+    return regularizers.build(option("regularizer", name, **values))
 
 
 def test_none_is_cross_entropy():
@@ -61,7 +61,8 @@ def test_zero_strength_reduces_to_cross_entropy():
     ({"name": "logit_squeezing", "lam": -0.1}, "regularizer.lam"),
     ({"name": "label_smoothing", "alpha": 1.0}, "regularizer.alpha"),
     ({"name": "label_smoothing", "alpha": -0.01}, "regularizer.alpha"),
-    ({"name": "mixup"}, "regularizer"),
+    ({"name": "none", "_target_": "blf.nn.regularizers.Mixup"}, "regularizer._target_='blf.nn.regularizers.Mixup' cannot"),
+    ({"name": "none", "lam": 0.1}, r"regularizer: Regularizer cannot take \['lam'\]"),
 ])
 def test_bad_values_are_refused(cfg, key):
     with pytest.raises(ConfigError, match=key):

@@ -98,7 +98,7 @@ def evaluate(cfg: DictConfig, run_dir: Path | None = None) -> Outcome:
             raise CheckpointError(f"{workspace.checkpoint_path(cfg.eval.checkpoint)} belongs to another run than "
                                   f"{workspace.checkpoint_path('last')} ({key}: {theirs!r} vs {ours!r}); "
                                   "allowed: the checkpoints train.py wrote into this folder")
-    run_cfg = OmegaConf.create(saved["config"])
+    run_cfg = assembly.name_components(OmegaConf.create(saved["config"]))
     for key in cfg:
         if key != "run_dir":
             run_cfg[key] = cfg[key]

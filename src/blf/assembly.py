@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import torch
 from hydra.utils import instantiate
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf, open_dict
 from torch import nn
 
 from blf import config as C
@@ -67,6 +67,21 @@ def device(name: str) -> torch.device:
     raise ConfigError(f"device={name!r} is not a device; allowed: auto, cpu, cuda, cuda:N")
 
 
+# The groups whose options name the class they build (`_target_`).
+COMPONENTS = ("model", "head", "regularizer", "training")
+
+
+def name_components(cfg: DictConfig) -> DictConfig:
+    """Fill in `_target_` where a run's saved config predates it (checkpoints written before
+    the configs named their classes): the class is then the one its option names now."""
+    for group in COMPONENTS:
+        if "_target_" not in cfg[group]:
+            option = OmegaConf.load(C.CONF / group / f"{cfg[group].name}.yaml")
+            with open_dict(cfg):
+                cfg[group]["_target_"] = option["_target_"]
+    return cfg
+
+
 def build_classifier(cfg: DictConfig, dataset: Dataset) -> Classifier:
     classifier = models.build(cfg.model, heads.build(cfg.head), dataset.image_shape, dataset.num_classes)
     if C.boolean("trainer.channels_last", cfg.trainer.channels_last):
@@ -82,7 +97,7 @@ def _common(cfg: DictConfig, optimisation_from=None) -> Assembly:
     evaluation = EvalSettings.from_config(cfg)
     dataset = data.load(cfg.dataset)
     dataset.test.subset_index(evaluation.n, evaluation.seed)  # eval.n fits the test set, checked before training
-    regularizer = regularizers.build(cfg.regularizer, dataset.num_classes)
+    regularizer = regularizers.build(cfg.regularizer)
     mode = objectives.build(cfg.training)
     chosen = attacks.build_all(cfg.get("attack"))  # `attack=[]` removes the key altogether
     torch.manual_seed(C.integer("seed", cfg.seed))  # the initial weights

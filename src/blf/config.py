@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import inspect
 import math
 from collections.abc import Iterable, Mapping
+from pathlib import Path
 from typing import Any
 
+from hydra.utils import get_class
 from omegaconf import DictConfig, OmegaConf
 
 from blf.errors import ConfigError
 from blf.run import identity
+
+CONF = Path(__file__).resolve().parents[2] / "conf"
 
 
 def per255(value: Any) -> Any:
@@ -92,3 +97,33 @@ def to_container(cfg: DictConfig | Mapping) -> dict:
     if isinstance(cfg, DictConfig):
         return OmegaConf.to_container(cfg, resolve=True)  # type: ignore[return-value]
     return dict(cfg)
+
+
+def target(key: str, cfg: DictConfig | Mapping, base: type) -> type:
+    """The class a config names with `_target_` (Hydra's convention), checked to be a `base`:
+    the configs say which class they build, and a user's own subclass works the same way."""
+    path = cfg.get("_target_")
+    allowed = f"a subclass of {base.__module__}.{base.__qualname__}, as module.Class"
+    if not isinstance(path, str):
+        raise ConfigError(f"{key}._target_={path!r} is missing; allowed: {allowed}")
+    try:
+        cls = get_class(path)
+    except (ImportError, ValueError, AttributeError, TypeError):
+        raise ConfigError(f"{key}._target_={path!r} cannot be imported; allowed: {allowed}") from None
+    if not issubclass(cls, base):
+        raise ConfigError(f"{key}._target_={path!r} is not a {base.__qualname__}; allowed: {allowed}")
+    return cls
+
+
+def instantiate(key: str, cfg: DictConfig, base: type, *, skip: Iterable[str] = ("name",)) -> Any:
+    """An object of the class `cfg._target_` names, built from the config's other keys (those in
+    `skip` name the option or pick a recipe; they are not arguments). Values are checked by the
+    class itself, so a bad one fails with its key and the allowed range."""
+    cls = target(key, cfg, base)
+    kwargs = {k: v for k, v in to_container(cfg).items() if k != "_target_" and k not in set(skip)}
+    try:
+        inspect.signature(cls).bind(**kwargs)
+    except TypeError as error:
+        takes = ", ".join(inspect.signature(cls).parameters) or "no keys"
+        raise ConfigError(f"{key}: {cls.__qualname__} cannot take {sorted(kwargs)} ({error}); allowed: {takes}") from None
+    return cls(**kwargs)

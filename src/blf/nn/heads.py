@@ -129,13 +129,41 @@ class LearnableBLF(Head):
         return F.softplus(self.gamma_tilde) * blf(z)
 
 
-HEAD_NAMES = ("identity", "lblf", *BOUNDED_FUNCTIONS)
+class BLF(Bounded):
+    """The paper's head: gamma * g(z), g the Bounded Logit Function (eq. 5, Theorem 3)."""
+
+    def __init__(self, gamma: float = 1.0):
+        super().__init__("blf", gamma)
+
+
+class Tanh(Bounded):
+    """gamma * tanh(z) (Theorem 2's rival)."""
+
+    def __init__(self, gamma: float = 1.0):
+        super().__init__("tanh", gamma)
+
+
+class Sigmoid(Bounded):
+    """gamma * sigmoid(z) (Theorem 2's rival)."""
+
+    def __init__(self, gamma: float = 1.0):
+        super().__init__("sigmoid", gamma)
+
+
+class Sine(Bounded):
+    """gamma * sin(z) (appendix D)."""
+
+    def __init__(self, gamma: float = 1.0):
+        super().__init__("sine", gamma)
+
+
+class SingleWave(Bounded):
+    """gamma * sin(z) / (e^z + e^-z)^2 (appendix D, Fig. 6b)."""
+
+    def __init__(self, gamma: float = 1.0):
+        super().__init__("single_wave", gamma)
 
 
 def build(cfg: DictConfig) -> Head:
-    name = C.choice("head", cfg.name, HEAD_NAMES)
-    if name == "identity":
-        return Identity()
-    if name == "lblf":
-        return LearnableBLF(cfg.gamma_tilde_init)
-    return Bounded(name, cfg.gamma)
+    """The head `cfg._target_` names (conf/head/<option>.yaml), from the option's values."""
+    return C.instantiate("head", cfg, Head)

@@ -111,6 +111,7 @@ class Classifier(nn.Module):
         return Classifier(self.network, head)
 
 
+# This package's networks by option name (the error above lists those that fit a dataset).
 NETWORKS = {
     "2c2f": TwoConvTwoFC,
     "4c3f": FourConvThreeFC,
@@ -120,13 +121,14 @@ NETWORKS = {
 
 
 def build(cfg: DictConfig, head: Head, image_shape, num_classes: int) -> Classifier:
-    """The network named by `cfg.name` for images of `image_shape` (C, H, W), under `head`."""
-    name = C.choice("model", cfg.name, NETWORKS)
-    kind = NETWORKS[name]
-    if tuple(image_shape[1:]) != kind.image_size:
+    """The network `cfg._target_` names (conf/model/<option>.yaml) for images of `image_shape`
+    (C, H, W), under `head`."""
+    kind = C.target("model", cfg, nn.Module)
+    size = getattr(kind, "image_size", None)
+    if size is not None and tuple(image_shape[1:]) != size:
         fitting = ", ".join(n for n, k in NETWORKS.items() if k.image_size == tuple(image_shape[1:]))
         raise C.ConfigError(
-            f"model={name} takes {kind.image_size[0]}x{kind.image_size[1]} images, the dataset has "
+            f"model={cfg.name} takes {size[0]}x{size[1]} images, the dataset has "
             f"{image_shape[1]}x{image_shape[2]}; allowed models for it: {fitting}"
         )
     if hasattr(kind, "from_config"):

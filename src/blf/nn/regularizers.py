@@ -51,31 +51,23 @@ class LabelSmoothing(Regularizer):
 
     name = "label_smoothing"
 
-    def __init__(self, alpha: float, num_classes: int):
+    def __init__(self, alpha: float):
         # alpha = 1 would put no mass on the true class.
         self.alpha = C.number("regularizer.alpha", alpha, ge=0, lt=1)
-        self.num_classes = num_classes
 
-    def targets(self, y: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-        off = self.alpha / (self.num_classes - 1)
-        p = torch.full((y.shape[0], self.num_classes), off, dtype=dtype, device=y.device)
+    def targets(self, y: torch.Tensor, num_classes: int, dtype: torch.dtype) -> torch.Tensor:
+        off = self.alpha / (num_classes - 1)
+        p = torch.full((y.shape[0], num_classes), off, dtype=dtype, device=y.device)
         return p.scatter_(1, y[:, None], 1.0 - self.alpha)
 
     def __call__(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        log_p = F.log_softmax(logits, dim=1)
-        return -(self.targets(y, log_p.dtype) * log_p).sum(dim=1).mean()
+        log_p = F.log_softmax(logits, dim=1)  # M, the number of classes, is the logits' width
+        return -(self.targets(y, logits.shape[1], log_p.dtype) * log_p).sum(dim=1).mean()
 
     def describe(self) -> dict:
         return {"regularizer": self.name, "lam": None, "alpha": self.alpha}
 
 
-REGULARIZER_NAMES = ("none", "logit_squeezing", "label_smoothing")
-
-
-def build(cfg: DictConfig, num_classes: int) -> Regularizer:
-    name = C.choice("regularizer", cfg.name, REGULARIZER_NAMES)
-    if name == "logit_squeezing":
-        return LogitSqueezing(cfg.lam)
-    if name == "label_smoothing":
-        return LabelSmoothing(cfg.alpha, num_classes)
-    return Regularizer()
+def build(cfg: DictConfig) -> Regularizer:
+    """The objective `cfg._target_` names (conf/regularizer/<option>.yaml)."""
+    return C.instantiate("regularizer", cfg, Regularizer)

@@ -91,7 +91,10 @@ def job_key(config: Mapping) -> str:
 def differences(saved: Mapping, requested: Mapping) -> list[tuple[str, Any, Any]]:
     """(key, saved value, requested value) for every identity key on which two configs differ."""
     before, after = run_view(saved), run_view(requested)
-    return [(k, before.get(k), after.get(k)) for k in sorted(set(before) | set(after)) if before.get(k) != after.get(k)]
+    # A config saved before the options named their class (`_target_`) built the class its option
+    # names: a `_target_` it lacks is no difference.
+    keys = {k for k in set(before) | set(after) if not (k.endswith("._target_") and k not in before)}
+    return [(k, before.get(k), after.get(k)) for k in sorted(keys) if before.get(k) != after.get(k)]
 
 
 def run_name(overrides) -> str:

@@ -92,13 +92,7 @@ class TRADES(PGDAdversarial):
         return regularizer(logits, y) + self.beta * robust, logits
 
 
-TRAINING_NAMES = ("standard", "pgd_at", "trades")
-
-
-def build(cfg: DictConfig):
-    name = C.choice("training", cfg.name, TRAINING_NAMES)
-    if name == "pgd_at":
-        return PGDAdversarial(cfg.eps, cfg.nb_iter, cfg.eps_iter)
-    if name == "trades":
-        return TRADES(cfg.beta, cfg.eps, cfg.nb_iter, cfg.eps_iter, cfg.init_std)
-    return Standard()
+def build(cfg: DictConfig) -> Standard:
+    """The training mode `cfg._target_` names (conf/training/<option>.yaml); `regime` picks the
+    model's recipe, it is not an argument."""
+    return C.instantiate("training", cfg, Standard, skip=("name", "regime"))

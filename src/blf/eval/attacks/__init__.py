@@ -27,16 +27,6 @@ from blf.eval.attacks.pgd import PGD, pgd
 from blf.eval.attacks.spsa import SPSA
 from blf.eval.attacks.surrogate import TanhSurrogatePGD
 
-ATTACKS = {
-    "pgd": PGD,
-    "pgd_tanh_surrogate": TanhSurrogatePGD,
-    "spsa": SPSA,
-    "square": Square,
-    "apgd_ce": APGDCE,
-    "apgd_t": APGDTargeted,
-    "autoattack": AutoAttackStandard,
-}
-
 # Attacks that follow the model's gradient; the others (square, spsa) do not. The integrity
 # checks compare the two families example by example.
 GRADIENT_BASED = ("pgd", "pgd_tanh_surrogate", "apgd_ce", "apgd_t", "autoattack")
@@ -44,8 +34,8 @@ GRADIENT_FREE = ("square", "spsa")
 
 
 def build(name: str, cfg: DictConfig) -> Attack:
-    C.choice("attack", name, ATTACKS)
-    return ATTACKS[name].from_config(cfg)
+    """The attack `attack.<name>._target_` names (conf/attack/<name>.yaml), from its settings."""
+    return C.target(f"attack.{name}", cfg, Attack).from_config(cfg)
 
 
 def build_all(cfg: Mapping | None) -> list[Attack]:
@@ -53,4 +43,5 @@ def build_all(cfg: Mapping | None) -> list[Attack]:
     return [build(name, sub) for name, sub in (cfg or {}).items()]
 
 
-__all__ = ["ATTACKS", "GRADIENT_BASED", "GRADIENT_FREE", "Attack", "PGD", "build", "build_all", "pgd", "pgd_module"]
+__all__ = ["APGDCE", "GRADIENT_BASED", "GRADIENT_FREE", "PGD", "SPSA", "APGDTargeted", "Attack", "AutoAttackStandard", "Square",
+           "TanhSurrogatePGD", "build", "build_all", "pgd", "pgd_module"]
