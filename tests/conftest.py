@@ -56,12 +56,12 @@ def attack_config(name: str, **settings):
     return OmegaConf.create({**resolved, **settings})
 
 
-def option(group: str, name: str, **values):
-    """One option of a group as the apps compose it (conf/<group>/<name>.yaml on MNIST, resolved,
+def option(group: str, choice: str, /, **values):
+    """One option of a group as the apps compose it (conf/<group>/<choice>.yaml on MNIST, resolved,
     `_target_` included) with `values` replaced: parts built from it are built as the apps do."""
     from omegaconf import OmegaConf
 
-    cfg = compose_config(overrides=[f"{group}={name}"])
+    cfg = compose_config(overrides=[f"{group}={choice}"])
     return OmegaConf.create({**OmegaConf.to_container(cfg[group], resolve=True), **values})
 
 

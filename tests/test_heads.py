@@ -116,4 +116,6 @@ def test_a_head_class_that_is_not_one_is_refused():
     with pytest.raises(ConfigError, match=f"head._target_='torch.nn.ReLU' is not a Head; {allowed}"):
         heads.build(option("head", "blf", _target_="torch.nn.ReLU"))
     with pytest.raises(ConfigError, match=r"head: Identity cannot take \['gamma'\].*allowed: no keys"):
-        heads.build(option("head", "blf", _target_="blf.nn.heads.Identity"))
+        heads.build(option("head", "blf", _target_="blf.nn.heads.Identity", name="identity"))
+    with pytest.raises(ConfigError, match="head._target_='blf.nn.heads.Tanh' is the class of 'tanh', not of head.name='blf'"):
+        heads.build(option("head", "blf", _target_="blf.nn.heads.Tanh"))

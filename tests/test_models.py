@@ -64,6 +64,9 @@ def test_frozen_sets_eval_and_restores():
     assert all(p.requires_grad for p in classifier.parameters())
 
 
-def test_unknown_model_names_the_allowed_ones():
-    with pytest.raises(ConfigError, match="model='vgg'.*allowed: 2c2f, 4c3f"):
-        build("vgg")
+def test_a_model_class_that_is_not_one_is_refused():
+    with pytest.raises(ConfigError, match="model._target_='blf.nn.models.VGG' cannot be imported; allowed: a subclass of torch.nn"):
+        models.build(option("model", "2c2f", _target_="blf.nn.models.VGG"), heads.Identity(), (1, 28, 28), 10)
+    with pytest.raises(ConfigError, match="is the class of '4c3f', not of model.name='2c2f'; allowed: a class named '2c2f', or "
+                                          "model.name='4c3f'"):
+        models.build(option("model", "2c2f", _target_="blf.nn.models.FourConvThreeFC"), heads.Identity(), (1, 28, 28), 10)

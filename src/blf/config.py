@@ -99,9 +99,11 @@ def to_container(cfg: DictConfig | Mapping) -> dict:
     return dict(cfg)
 
 
-def target(key: str, cfg: DictConfig | Mapping, base: type) -> type:
+def target(key: str, cfg: DictConfig | Mapping, base: type, name: str | None = None) -> type:
     """The class a config names with `_target_` (Hydra's convention), checked to be a `base`:
-    the configs say which class they build, and a user's own subclass works the same way."""
+    the configs say which class they build, and a user's own subclass works the same way. The
+    option's name (`cfg.name`, or `name`) labels run folders and records, so a class with a name
+    of its own must bear the same one."""
     path = cfg.get("_target_")
     allowed = f"a subclass of {base.__module__}.{base.__qualname__}, as module.Class"
     if not isinstance(path, str):
@@ -112,6 +114,10 @@ def target(key: str, cfg: DictConfig | Mapping, base: type) -> type:
         raise ConfigError(f"{key}._target_={path!r} cannot be imported; allowed: {allowed}") from None
     if not issubclass(cls, base):
         raise ConfigError(f"{key}._target_={path!r} is not a {base.__qualname__}; allowed: {allowed}")
+    named, own = cfg.get("name") if name is None else name, getattr(cls, "name", None)
+    if isinstance(named, str) and isinstance(own, str) and own != named:
+        raise ConfigError(f"{key}._target_={path!r} is the class of {own!r}, not of {key}.name={named!r}; "
+                          f"allowed: a class named {named!r}, or {key}.name={own!r}")
     return cls
 
 

@@ -86,12 +86,17 @@ class Identity(Head):
 
     name = "identity"
 
+    def __init__(self):  # no arguments: an option's stray keys are refused, not swallowed
+        super().__init__()
+
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         return z
 
 
 class Bounded(Head):
     """gamma * g(z) for a fixed scale gamma > 0 and a bounded g (tanh, sigmoid, BLF, ...)."""
+
+    name = None  # the function's, set per object
 
     def __init__(self, function: str, gamma: float):
         super().__init__()
@@ -132,12 +137,16 @@ class LearnableBLF(Head):
 class BLF(Bounded):
     """The paper's head: gamma * g(z), g the Bounded Logit Function (eq. 5, Theorem 3)."""
 
+    name = "blf"
+
     def __init__(self, gamma: float = 1.0):
         super().__init__("blf", gamma)
 
 
 class Tanh(Bounded):
     """gamma * tanh(z) (Theorem 2's rival)."""
+
+    name = "tanh"
 
     def __init__(self, gamma: float = 1.0):
         super().__init__("tanh", gamma)
@@ -146,6 +155,8 @@ class Tanh(Bounded):
 class Sigmoid(Bounded):
     """gamma * sigmoid(z) (Theorem 2's rival)."""
 
+    name = "sigmoid"
+
     def __init__(self, gamma: float = 1.0):
         super().__init__("sigmoid", gamma)
 
@@ -153,12 +164,16 @@ class Sigmoid(Bounded):
 class Sine(Bounded):
     """gamma * sin(z) (appendix D)."""
 
+    name = "sine"
+
     def __init__(self, gamma: float = 1.0):
         super().__init__("sine", gamma)
 
 
 class SingleWave(Bounded):
     """gamma * sin(z) / (e^z + e^-z)^2 (appendix D, Fig. 6b)."""
+
+    name = "single_wave"
 
     def __init__(self, gamma: float = 1.0):
         super().__init__("single_wave", gamma)

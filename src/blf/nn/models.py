@@ -23,6 +23,7 @@ class TwoConvTwoFC(nn.Module):
     ReLU -> dropout 0.5 -> FC 50x10. PyTorch's default initialisation."""
 
     image_size = (28, 28)
+    name = "2c2f"  # the option that builds it (conf/model/2c2f.yaml)
 
     def __init__(self, in_channels: int = 1, num_classes: int = 10):
         super().__init__()
@@ -55,6 +56,7 @@ class FourConvThreeFC(nn.Module):
     """
 
     image_size = (28, 28)
+    name = "4c3f"  # the option that builds it (conf/model/4c3f.yaml)
 
     def __init__(self, in_channels: int = 1, num_classes: int = 10):
         super().__init__()

@@ -35,7 +35,7 @@ GRADIENT_FREE = ("square", "spsa")
 
 def build(name: str, cfg: DictConfig) -> Attack:
     """The attack `attack.<name>._target_` names (conf/attack/<name>.yaml), from its settings."""
-    return C.target(f"attack.{name}", cfg, Attack).from_config(cfg)
+    return C.target(f"attack.{name}", cfg, Attack, name=name).from_config(cfg)
 
 
 def build_all(cfg: Mapping | None) -> list[Attack]:
