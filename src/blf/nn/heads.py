@@ -134,49 +134,22 @@ class LearnableBLF(Head):
         return F.softplus(self.gamma_tilde) * blf(z)
 
 
-class BLF(Bounded):
-    """The paper's head: gamma * g(z), g the Bounded Logit Function (eq. 5, Theorem 3)."""
-
-    name = "blf"
-
-    def __init__(self, gamma: float = 1.0):
-        super().__init__("blf", gamma)
-
-
-class Tanh(Bounded):
-    """gamma * tanh(z) (Theorem 2's rival)."""
-
-    name = "tanh"
+def _with_function(class_name: str, function: str, doc: str) -> type[Bounded]:
+    """A Bounded head with its function fixed, built from gamma alone: what an option's
+    `_target_` names (conf/head/<function>.yaml), and what `BLF(gamma=1.0)` means in code."""
 
     def __init__(self, gamma: float = 1.0):
-        super().__init__("tanh", gamma)
+        Bounded.__init__(self, function, gamma)
+
+    return type(class_name, (Bounded,), {"name": function, "__init__": __init__, "__doc__": doc, "__module__": __name__,
+                                         "__qualname__": class_name})
 
 
-class Sigmoid(Bounded):
-    """gamma * sigmoid(z) (Theorem 2's rival)."""
-
-    name = "sigmoid"
-
-    def __init__(self, gamma: float = 1.0):
-        super().__init__("sigmoid", gamma)
-
-
-class Sine(Bounded):
-    """gamma * sin(z) (appendix D)."""
-
-    name = "sine"
-
-    def __init__(self, gamma: float = 1.0):
-        super().__init__("sine", gamma)
-
-
-class SingleWave(Bounded):
-    """gamma * sin(z) / (e^z + e^-z)^2 (appendix D, Fig. 6b)."""
-
-    name = "single_wave"
-
-    def __init__(self, gamma: float = 1.0):
-        super().__init__("single_wave", gamma)
+BLF = _with_function("BLF", "blf", "The paper's head: gamma * g(z), g the Bounded Logit Function (eq. 5, Theorem 3).")
+Tanh = _with_function("Tanh", "tanh", "gamma * tanh(z), Theorem 2's rival.")
+Sigmoid = _with_function("Sigmoid", "sigmoid", "gamma * sigmoid(z), Theorem 2's rival.")
+Sine = _with_function("Sine", "sine", "gamma * sin(z) (appendix D).")
+SingleWave = _with_function("SingleWave", "single_wave", "gamma * sin(z) / (e^z + e^-z)^2 (appendix D, Fig. 6b).")
 
 
 def build(cfg: DictConfig) -> Head:

@@ -23,7 +23,6 @@ class TwoConvTwoFC(nn.Module):
     ReLU -> dropout 0.5 -> FC 50x10. PyTorch's default initialisation."""
 
     image_size = (28, 28)
-    name = "2c2f"  # the option that builds it (conf/model/2c2f.yaml)
 
     def __init__(self, in_channels: int = 1, num_classes: int = 10):
         super().__init__()
@@ -56,7 +55,6 @@ class FourConvThreeFC(nn.Module):
     """
 
     image_size = (28, 28)
-    name = "4c3f"  # the option that builds it (conf/model/4c3f.yaml)
 
     def __init__(self, in_channels: int = 1, num_classes: int = 10):
         super().__init__()
@@ -113,13 +111,17 @@ class Classifier(nn.Module):
         return Classifier(self.network, head)
 
 
-# This package's networks by option name (the error above lists those that fit a dataset).
+# This package's networks by option name (build's wrong-image-size error lists those that fit).
 NETWORKS = {
     "2c2f": TwoConvTwoFC,
     "4c3f": FourConvThreeFC,
     "resnet18": ResNet18,
     "wrn34_10": WideResNet,
 }
+for _option, _network in NETWORKS.items():
+    # The option's name on the class: records say it, and config.target checks a config's
+    # `model.name` against the class its `_target_` names.
+    _network.name = _option
 
 
 def build(cfg: DictConfig, head: Head, image_shape, num_classes: int) -> Classifier:

@@ -33,7 +33,6 @@ class BasicBlock(nn.Module):
 
 class ResNet18(nn.Module):
     image_size = (32, 32)
-    name = "resnet18"  # the option that builds it (conf/model/resnet18.yaml)
 
     def __init__(self, in_channels: int = 3, num_classes: int = 10, width: int = 64, blocks=(2, 2, 2, 2)):
         super().__init__()

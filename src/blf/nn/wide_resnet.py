@@ -42,7 +42,6 @@ class PreActBlock(nn.Module):
 
 class WideResNet(nn.Module):
     image_size = (32, 32)
-    name = "wrn34_10"  # the option that builds it (conf/model/wrn34_10.yaml)
 
     def __init__(self, in_channels: int = 3, num_classes: int = 10, depth: int = 34, widen_factor: int = 10,
                  dropout: float = 0.0, init: str = "pytorch"):
