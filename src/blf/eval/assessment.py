@@ -101,7 +101,7 @@ class Assessment:
 
     def mine(self, row: dict) -> bool:
         """Whether a recorded row belongs to this checkpoint (trained this long) and subset."""
-        return all(row.get(k) == self.common[k] for k in ("checkpoint", "checkpoint_epoch", "epochs", "n", "eval_seed"))
+        return all(row.get(k) == self.common[k] for k in records.EVALUATION_FIELDS)
 
     def recorded(self) -> list[dict]:
         return [r for r in self.workspace.results() if self.mine(r)]

@@ -10,7 +10,9 @@ A run folder's `results.jsonl` holds rows of the kinds in `Kind`. Every row carr
   one that trained the checkpoint (so stale results can be told apart), augmented, threads,
   cpu_capability.
 Rows are replaced by `key` (kind, attack, eps, n, eval_seed, checkpoint and the attack's
-settings); budgets match within EPS_TOLERANCE. A pile of rows from many runs is one table.
+settings); EVALUATION_FIELDS say which evaluation a row belongs to, OBSERVATION_FIELDS which
+observation of a run it is; budgets match within EPS_TOLERANCE. A pile of rows from many runs is
+one table.
 """
 
 from __future__ import annotations
@@ -50,6 +52,14 @@ WORST_CASE = "worst_case"
 # Fields that tell two rows of the same run apart; a new row replaces an old one with the
 # same key (re-evaluating an attack updates its rows and keeps every other row).
 KEY_FIELDS = ("kind", "attack", "eps", "n", "eval_seed", "checkpoint")
+
+# Fields that say which evaluation a row belongs to: the checkpoint (and how long its run had
+# trained) and the test subset. The worst case and the integrity checks use only the rows of one.
+EVALUATION_FIELDS = ("checkpoint", "checkpoint_epoch", "epochs", "n", "eval_seed")
+
+# Fields that tell one observation of a run from another across kinds (an attack at an eps, a
+# check, a layer, a data point): a report keeps one row per value of these.
+OBSERVATION_FIELDS = ("run_dir", "kind", "attack", "eps", "check", "layer", "point")
 
 # Budgets are floats from configs (8/255 resolved from `${per255:8}`): two are the same budget
 # when they differ by less than this; tables round them to 8 decimals for their columns.

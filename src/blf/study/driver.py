@@ -38,7 +38,7 @@ from blf.errors import BLFError
 from blf.report import collect, labels, provenance, renderers
 from blf.run import identity, storage
 from blf.run.folder import RunFolder
-from blf.run.records import Kind
+from blf.run.records import OBSERVATION_FIELDS, Kind
 from blf.study import selection, spec
 from blf.study.spec import REPO
 from blf.study.sweep import LAUNCHERS, expand, launcher_overrides
@@ -169,7 +169,7 @@ class Study:
         # Tables tuned per attack keep each attack's own choice.
         per_attack = merged["for_attack"].notna()
         merged = merged[~per_attack | (merged["attack"] == merged["for_attack"]) | (merged["kind"] != Kind.ROBUSTNESS)]
-        unique = [c for c in ("run_dir", "kind", "attack", "eps", "check", "layer", "point") if c in merged]
+        unique = [c for c in OBSERVATION_FIELDS if c in merged]
         return merged.drop(columns=["hp_value_chosen"]).drop_duplicates(subset=unique)
 
     def report(self, final: pd.DataFrame) -> list[Path]:
