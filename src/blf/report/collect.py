@@ -92,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"!! {note}", file=sys.stderr)
     table = tables.accuracy_table(df)
     storage.write_text(args.out / "accuracy.md", table + "\n")
-    figures.accuracy_vs_eps(df, args.out / "accuracy_vs_eps", title=args.title + provenance.synthetic_note(df)
+    figures.accuracy_panels(df, [], args.out / "accuracy_vs_eps", title=args.title + provenance.synthetic_note(df)
                             + provenance.provenance_note(df))
     print(table)
     print(f"records, table and figure: {args.out}/")

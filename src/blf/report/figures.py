@@ -73,15 +73,6 @@ def _curves(ax, curve: pd.DataFrame, per255: bool) -> None:
     ax.legend(fontsize=6)
 
 
-def accuracy_vs_eps(df: pd.DataFrame, path: Path, title: str = "") -> list[Path]:
-    """Accuracy (%) against eps, one line per method, error bars = std over seeds."""
-    curve = df[df["kind"] == Kind.ROBUSTNESS]
-    fig, ax = plt.subplots(figsize=(5.0, 3.6))
-    _curves(ax, curve, per255=set(curve["dataset"]) == {"cifar10"})
-    ax.set_title(title, fontsize=9)
-    return save(fig, path)
-
-
 def accuracy_panels(df: pd.DataFrame, facets: list[str], path: Path, title: str = "") -> list[Path]:
     """Figs. 3, 4, 5, 7: one panel per facet combination (e.g. model x setting), accuracy
     against eps, one line per method (and attack), mean and std over seeds."""

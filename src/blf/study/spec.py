@@ -9,15 +9,14 @@ the first seeds.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from pathlib import Path
 
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig, OmegaConf
 
 from blf import config as C
 
-REPO = Path(__file__).resolve().parents[3]
-CONF = REPO / "conf"
+CONF = C.CONF
+REPO = CONF.parent
 # The tuned hyper-parameters: the keys a profile may shorten.
 HYPERPARAMETERS = ("regularizer.lam", "regularizer.alpha", "head.gamma", "training.beta")
 
