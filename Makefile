@@ -18,7 +18,7 @@ study = $(PY) -m blf.study $(1) --profile $(PROFILE) --launcher $(LAUNCHER) --jo
 
 .DEFAULT_GOAL := help
 .PHONY: help install demo test test-all bench fig1 fig2 fig3 fig4 fig5 fig7 table1 table2 table3 table4 table5 \
-	paper wandb-sync lint
+	paper mnist-2c2f wandb-sync lint
 
 help: ## List the targets
 	@grep -hE '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -75,6 +75,9 @@ table3: install ## Table 3: L-inf operator norms of ResNet-18's convolutions -> 
 
 table4: install ## Table 4: accuracy under APGD-CE and APGD-T -> results/table4/<profile>/
 	$(call study,table4)
+
+mnist-2c2f: install ## Paper-scale MNIST 2C2F (ST) on a CPU, beside Tables 2 and 4 (hours; resumes) -> results/mnist_2c2f/<profile>/
+	$(PY) -m blf.study mnist_2c2f --profile $(PROFILE) --launcher joblib --jobs $(JOBS) $(OVERRIDES)
 
 table5: install ## Table 5 / Figs. 8-16: input loss surfaces of ResNet-18 -> results/table5/<profile>/
 	$(call study,table5)
