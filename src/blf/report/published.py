@@ -26,3 +26,9 @@ def table(name: int | str) -> pd.DataFrame:
     """The cells of one table (1-5, or "theorem3")."""
     df = load()
     return df[df["table"] == str(name)].reset_index(drop=True)
+
+
+def attacks(name: int | str) -> list[str]:
+    """The attacks a table reports (empty for Tables 3 and 5): the paper tuned the
+    hyper-parameters of these tables per attack (section 5.3, appendix C)."""
+    return sorted(table(name)["attack"].dropna().unique())

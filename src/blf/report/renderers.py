@@ -12,16 +12,17 @@ from pathlib import Path
 
 import pandas as pd
 
-from blf.report import figures, labels, provenance, tables
+from blf.report import comparison, figures, labels, provenance, tables
 from blf.run import storage
 from blf.run.folder import safe_name
 from blf.run.records import Kind, same_eps
 
 
-def write_table(table: pd.DataFrame, path: Path, title: str) -> list[Path]:
-    """A table as Markdown and LaTeX beside the figure."""
-    storage.write_text(path.with_suffix(".md"), tables.to_markdown(table, title))
-    storage.write_text(path.with_suffix(".tex"), tables.to_latex(table, title))
+def write_table(table: pd.DataFrame, path: Path, title: str, notes: list[str] = ()) -> list[Path]:
+    """A table as Markdown and LaTeX beside the figure, `notes` at its foot."""
+    foot = "".join(f"\n{note}\n" for note in notes)
+    storage.write_text(path.with_suffix(".md"), tables.to_markdown(table, title) + foot)
+    storage.write_text(path.with_suffix(".tex"), tables.to_latex(table, title) + "".join(f"% {n}\n" for n in notes))
     return [path.with_suffix(".md"), path.with_suffix(".tex")]
 
 
@@ -29,7 +30,8 @@ def curves(final: pd.DataFrame, spec: Mapping, path: Path, title: str) -> list[P
     """Figs. 3, 4, 5, 7 (and the demo): accuracy against eps, one panel per facet value."""
     facets = list(spec.get("facets") or [])
     written = figures.accuracy_panels(final, facets, path, title)
-    return [*written, *write_table(tables.curve_table(final, facets), path, f"{title}: accuracy (%), mean ± std over seeds")]
+    return [*written, *write_table(tables.curve_table(final, facets), path, f"{title}: accuracy (%), mean ± std over seeds",
+                                   tables.integrity_notes(final, tables.failed_checks(final)))]
 
 
 def norms(final: pd.DataFrame, spec: Mapping, path: Path, title: str) -> list[Path]:
@@ -43,7 +45,9 @@ def attack_table(final: pd.DataFrame, spec: Mapping, path: Path, title: str) -> 
     rows = final[(final["kind"] == Kind.ROBUSTNESS) & final["attack"].isin(list(spec["select_attacks"]))]
     rows = rows[rows.apply(lambda r: same_eps(r["eps"], eps[r["dataset"]]), axis=1)]
     keys = ["attack", "model", "setting"] if len(spec["select_attacks"]) > 1 else ["model", "setting"]
-    return write_table(tables.method_table(rows, "accuracy", keys), path, title)
+    failed = tables.failed_checks(final)
+    return write_table(tables.method_table(rows, "accuracy", keys, failed=failed), path, title,
+                       tables.integrity_notes(rows, failed))
 
 
 def operator_norms(final: pd.DataFrame, spec: Mapping, path: Path, title: str) -> list[Path]:
@@ -71,6 +75,46 @@ def loss_surfaces(final: pd.DataFrame, spec: Mapping, path: Path, title: str) ->
         name = safe_name(f"{run['model']}_{run['setting']}_{run['method']}")
         written += figures.loss_surfaces(saved["axis"], saved["surfaces"], path.parent / "loss_surfaces" / name, title=caption)
     return written
+
+
+def versus_paper(joined: Mapping[str, pd.DataFrame], final: pd.DataFrame, path: Path, title: str) -> list[Path]:
+    """Ours | paper | delta for each published table (comparison.side_by_side), with the
+    summary line of each, as Markdown, LaTeX and a tidy CSV; records that cannot be compared
+    (smoke, synthetic data, a training subset) say so first."""
+    head = [f"**Ours beside the paper: {title}**", ""]
+    if warning := comparison.banner(final):
+        head += [f"> **{warning}**", ""]
+    head += [f"> {note}\n" for note in comparison.caveats(final)]
+    markdown, latex = ["\n".join(head)], [f"% Ours beside the paper: {title}"]
+    if warning:
+        latex.append(f"% {warning}")
+    for table, frame in joined.items():
+        line = comparison.summary(frame)
+        shown = comparison.display(frame)
+        if shown.empty:
+            markdown.append(f"**Table {table}**\n\n{line}\n")
+            latex.append(f"% Table {table}: {line}")
+            continue
+        markdown.append(tables.to_markdown(shown, f"Table {table}") + f"\n{line}\n")
+        latex.append(tables.to_latex(shown, f"Table {table}: {line}"))
+    storage.write_text(path.with_suffix(".md"), "\n".join(markdown))
+    storage.write_text(path.with_suffix(".tex"), "\n".join(latex))
+    storage.write_text(path.with_suffix(".csv"), pd.concat(list(joined.values()), ignore_index=True).to_csv(index=False))
+    return [path.with_suffix(".md"), path.with_suffix(".tex"), path.with_suffix(".csv")]
+
+
+def claims_table(verdicts: pd.DataFrame, final: pd.DataFrame, path: Path, title: str) -> list[Path]:
+    """The paper's claims read in the study's records: claim, section, holds, numbers."""
+    counts = verdicts["holds"].value_counts().to_dict()
+    line = ", ".join(f"{counts.get(v, 0)} {v}" for v in ("yes", "no", "not measured"))
+    head = f"The paper's claims in these records ({line})"
+    if warning := comparison.banner(final):
+        head = f"{head}. {warning}"
+    shown = verdicts.set_index("claim")[["section", "text", "holds", "holds_worst_case", "numbers", "numbers_worst_case"]]
+    shown = shown.rename(columns={"holds_worst_case": "holds in the worst case", "numbers_worst_case": "worst-case numbers"})
+    storage.write_text(path.with_suffix(".md"), tables.to_markdown(shown, f"{title}: {head}"))
+    storage.write_text(path.with_suffix(".csv"), verdicts.to_csv(index=False))
+    return [path.with_suffix(".md"), path.with_suffix(".csv")]
 
 
 RENDERERS: dict[str, Callable[[pd.DataFrame, Mapping, Path, str], list[Path]]] = {

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from pathlib import Path
 
 import pandas as pd
 
 from blf.report import labels
-from blf.run.records import EPS_DECIMALS, TABLE_COLUMNS, Kind
+from blf.run.records import EPS_DECIMALS, TABLE_COLUMNS, WORST_CASE, Kind
 
 
 def frame(rows: Sequence[dict]) -> pd.DataFrame:
@@ -52,6 +53,14 @@ def verdicts(rows: Sequence[dict]) -> str:
     return report(found) if found else "Integrity checks: none recorded"
 
 
+def failed_checks(df: pd.DataFrame) -> dict[str, tuple[str, ...]]:
+    """run_dir -> the integrity checks its evaluation FAILED (runs with none are absent)."""
+    if df.empty or "kind" not in df or "status" not in df:
+        return {}
+    failed = df[(df["kind"] == Kind.INTEGRITY) & (df["status"] == "FAIL")]
+    return {run: tuple(sorted(group["check"].unique())) for run, group in failed.groupby("run_dir")}
+
+
 def summary(rows: Sequence[dict]) -> str:
     """What the apps print after an evaluation: accuracies (with the worst case) and verdicts."""
     return f"{accuracy_table(rows)}\n\n{verdicts(rows)}"
@@ -66,12 +75,45 @@ def mean_std(values: pd.Series, decimals: int) -> str:
     return f"{values.mean():.{decimals}f} ± {values.std():.{decimals}f}"
 
 
-def method_table(df: pd.DataFrame, value: str, rows: Sequence[str], decimals: int = 1) -> pd.DataFrame:
+# Beside a number whose evaluation failed an integrity check (integrity_notes say which).
+FAILED_MARK = " †"
+# How tables name the worst case over the attacks (records: attack "worst_case"); it sorts after
+# the attacks it summarises.
+WORST_CASE_LABEL = "worst case"
+
+
+def marked_mean_std(df: pd.DataFrame, keys: Sequence[str], value: str, decimals: int,
+                    failed: Mapping[str, tuple[str, ...]]) -> pd.Series:
+    """mean ± std of `value` per `keys`, with FAILED_MARK where any run behind it is in `failed`
+    (failed_checks of the records, integrity rows included)."""
+    df = df.assign(_failed=df["run_dir"].isin(list(failed)) if "run_dir" in df else False)
+    return df.groupby(list(keys)).apply(
+        lambda g: mean_std(g[value], decimals) + (FAILED_MARK if g["_failed"].any() else ""), include_groups=False)
+
+
+def integrity_notes(df: pd.DataFrame, failed: Mapping[str, tuple[str, ...]],
+                    facets: Sequence[str] = ("model", "setting")) -> list[str]:
+    """One line per run of `df` with failed checks, for the foot of a table that marks its numbers."""
+    notes = []
+    for run, checks in sorted(failed.items()):
+        rows = df[df["run_dir"] == run]
+        if rows.empty:
+            continue
+        row = rows.iloc[0]
+        where = " ".join(labels.facet_label(f, row[f]) for f in facets if f in row)
+        notes.append(f"{FAILED_MARK.strip()} {where} {labels.label(row)} (seed {row.get('seed')}): failed "
+                     f"{', '.join(checks)} ({Path(run).name})")
+    return notes
+
+
+def method_table(df: pd.DataFrame, value: str, rows: Sequence[str], decimals: int = 1,
+                 failed: Mapping[str, tuple[str, ...]] | None = None) -> pd.DataFrame:
     """Rows (e.g. model, setting) x method columns in the paper's order; each cell the mean ±
-    std over seeds of `value` (one run: the value alone). `df` must be annotated
-    (selection.annotate). Missing combinations stay empty (the paper's N/A)."""
+    std over seeds of `value` (one run: the value alone), marked where a run behind it failed an
+    integrity check. `df` must be annotated (labels.annotate). Missing combinations stay empty
+    (the paper's N/A)."""
     methods = sorted(df["method"].unique(), key=lambda m: (labels.method_key(m), m))
-    cells = df.groupby([*rows, "method"])[value].apply(lambda v: mean_std(v, decimals)).unstack("method")
+    cells = marked_mean_std(df, [*rows, "method"], value, decimals, failed or {}).unstack("method")
     cells = cells.reindex(columns=methods).fillna("")
     keys = [key if isinstance(key, tuple) else (key,) for key in cells.index]
     cells = cells.iloc[sorted(range(len(keys)), key=lambda i: [labels.facet_key(f, v) for f, v in zip(rows, keys[i])])]
@@ -95,12 +137,18 @@ def to_latex(table: pd.DataFrame, caption: str = "") -> str:
 
 def curve_table(df: pd.DataFrame, facets: Sequence[str], decimals: int = 1) -> pd.DataFrame:
     """Accuracy against eps as a table: one row per (facets, method with its hyper-parameter,
-    attack), one column per eps, mean ± std over seeds. `df` must be annotated."""
-    curve = df[df["kind"] == Kind.ROBUSTNESS]
+    attack), the worst case over the attacks below each method's attacks, one column per eps,
+    mean ± std over seeds, marked where a run failed an integrity check. `df` must be annotated."""
+    curve = df[df["kind"].isin([Kind.ROBUSTNESS, Kind.WORST_CASE])]
     curve = curve.assign(label=curve.apply(lambda row: labels.label(row, {"lam": "lambda"}), axis=1),
-                         eps=curve["eps"].round(EPS_DECIMALS))
+                         eps=curve["eps"].round(EPS_DECIMALS),
+                         attack=curve["attack"].replace({WORST_CASE: WORST_CASE_LABEL}))
     keys = [*facets, "label", "attack"]
-    cells = curve.groupby([*keys, "eps"])["accuracy"].apply(lambda v: mean_std(v, decimals)).unstack("eps").fillna("")
+    # The worst case only where it adds something: a method evaluated by more than one attack.
+    attacks = curve[curve["kind"] == Kind.ROBUSTNESS].groupby([*facets, "label"])["attack"].nunique()
+    several = curve.set_index([*facets, "label"]).index.map(lambda k: attacks.get(k, 0) > 1)
+    curve = curve[(curve["kind"] == Kind.ROBUSTNESS) | several]
+    cells = marked_mean_std(curve, [*keys, "eps"], "accuracy", decimals, failed_checks(df)).unstack("eps").fillna("")
     # Rows in the paper's order: facets (2C2F before 4C3F, ST before AT), then methods.
     order = sorted(cells.index, key=lambda key: ([labels.facet_key(f, v) for f, v in zip(facets, key)],
                                                  labels.method_key(key[len(facets)]), key))

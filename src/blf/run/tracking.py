@@ -9,11 +9,15 @@ from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from blf import config as C
 from blf.run.records import Kind
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 LOGGERS = ("wandb", "none")
 
@@ -27,6 +31,9 @@ class Tracker:
     def log_records(self, rows: Sequence[dict]) -> None:
         pass
 
+    def log_tables(self, tables: Mapping[str, pd.DataFrame]) -> None:
+        pass
+
     def finish(self) -> None:
         pass
 
@@ -38,7 +45,7 @@ class Tracker:
 
 
 class WandbTracker(Tracker):
-    def __init__(self, cfg, config: dict, run_dir: Path, job_type: str):
+    def __init__(self, cfg, config: dict, run_dir: Path, job_type: str, name: str | None = None):
         import wandb
 
         # WANDB_MODE wins (the Makefile and CI set it); then logger.mode.
@@ -53,7 +60,7 @@ class WandbTracker(Tracker):
             entity=cfg.entity,
             group=cfg.group,
             job_type=job_type,
-            name=run_dir.name,
+            name=name or run_dir.name,
             id=run_id if job_type == "train" else None,
             resume="allow" if job_type == "train" else None,
             dir=str(run_dir),
@@ -86,12 +93,17 @@ class WandbTracker(Tracker):
         for r in curve:
             self.run.summary[f"accuracy/{r['attack']}@{r['eps']:.4g}"] = r["accuracy"]
 
+    def log_tables(self, tables: Mapping[str, pd.DataFrame]) -> None:
+        """Frames as W&B tables under `report/<name>` (a study's side-by-side and claims)."""
+        self.run.log({f"report/{name}": self.wandb.Table(dataframe=frame.astype(object).where(frame.notna(), None))
+                      for name, frame in tables.items()})
+
     def finish(self) -> None:
         self.run.finish()
 
 
-def start(cfg, config: dict, run_dir: Path, job_type: str) -> Tracker:
-    name = C.choice("logger", cfg.name, LOGGERS)
-    if name == "wandb":
-        return WandbTracker(cfg, config, run_dir, job_type)
+def start(cfg, config: dict, run_dir: Path, job_type: str, name: str | None = None) -> Tracker:
+    """The tracker of `logger` (cfg); `name` names the W&B run (default: the run folder's name)."""
+    if C.choice("logger", cfg.name, LOGGERS) == "wandb":
+        return WandbTracker(cfg, config, run_dir, job_type, name)
     return Tracker()

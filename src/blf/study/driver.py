@@ -35,8 +35,8 @@ from omegaconf.errors import OmegaConfBaseException
 from blf import config as C
 from blf import failpoint
 from blf.errors import BLFError
-from blf.report import collect, labels, provenance, renderers
-from blf.run import identity, storage
+from blf.report import claims, collect, comparison, labels, provenance, published, renderers
+from blf.run import identity, storage, tracking
 from blf.run.folder import RunFolder
 from blf.run.records import OBSERVATION_FIELDS, Kind
 from blf.study import selection, spec
@@ -110,12 +110,14 @@ class Study:
             return pd.DataFrame(), pd.DataFrame()
         return collect.collect(self.sweep)
 
-    def select(self, df: pd.DataFrame) -> pd.DataFrame:
-        criterion = self.spec.get("select", "protocol")
+    def select(self, df: pd.DataFrame, criterion: str | None = None, attacks: list[str] | None = None) -> pd.DataFrame:
+        """The study's selection (`select`, `select_attacks` of its spec), or another over the same
+        records (a published table tuned per attack, for the side-by-side)."""
+        criterion = criterion or self.spec.get("select", "protocol")
         if criterion == "none" or df.empty:
             return pd.DataFrame()
         eps = spec.budgets(self.spec)
-        attacks = self.spec.get("select_attacks") or ["pgd"]
+        attacks = attacks or self.spec.get("select_attacks") or ["pgd"]
         transfer = dict(self.spec.get("transfer") or {})
         # The grid's runs only: the first seed (the others exist once the seeds stage ran), and
         # not the models that take another's choice.
@@ -178,6 +180,39 @@ class Study:
         resolved = OmegaConf.to_container(self.spec, resolve=True)
         return renderers.RENDERERS[kind](final, resolved, self.out / self.experiment, title)
 
+    def tuned_per_table(self, df: pd.DataFrame, chosen: pd.DataFrame) -> dict[str, pd.DataFrame]:
+        """The final records to set beside each published table of `compare`: the study's own,
+        or, for a table the paper tuned per attack (Tables 1, 2, 4) when the study selected by
+        another criterion, a per-attack selection over the same grid runs."""
+        frames = {}
+        for table in map(str, self.spec.get("compare") or []):
+            attacks = published.attacks(table)
+            if attacks and self.spec.get("select") != "attack":
+                ran = [a for a in attacks if "attack" in df and (df["attack"] == a).any()]
+                frames[table] = self.final(df, self.select(df, "attack", ran)) if ran else self.final(df, chosen)
+            else:
+                frames[table] = self.final(df, chosen)
+        return frames
+
+    def versus_paper(self, final: pd.DataFrame, frames: dict[str, pd.DataFrame]) -> tuple[list[Path], dict[str, pd.DataFrame]]:
+        """`<name>_vs_paper.*` (ours | paper | delta per published table of `compare`) and
+        `claims.*` (every claim of the paper, read in these records)."""
+        title = f"{self.spec.title} [{self.profile}]"
+        joined = {table: comparison.side_by_side(frame, table) for table, frame in frames.items()}
+        written = renderers.versus_paper(joined, final, self.out / f"{self.experiment}_vs_paper", title) if joined else []
+        verdicts = claims.evaluate(comparison.study_cells(final, frames))
+        written += renderers.claims_table(verdicts, final, self.out / "claims", title)
+        return written, {"claims": verdicts, **{f"table{t}_vs_paper": j for t, j in joined.items()}}
+
+    def log_report(self, tables: dict[str, pd.DataFrame]) -> None:
+        """The report's W&B run (logger of the runs' config, job type "report"): the
+        side-by-side and the claims as tables."""
+        logger = spec.run_config(self.experiment, self.profile, [o for o in self.extra if not o.startswith("hydra")]).logger
+        config = {"study": OmegaConf.to_container(self.spec, resolve=True), "profile": self.profile}
+        with tracking.start(logger, config, self.sweep, job_type="report",
+                            name=f"{self.experiment}-{self.profile}-report") as tracker:
+            tracker.log_tables(tables)
+
     def load(self) -> tuple[pd.DataFrame, pd.DataFrame]:
         """(records, selection) as the last run wrote them to `results/<experiment>/<profile>/`:
         the notebooks start here, so they need the records, not the runs."""
@@ -208,7 +243,11 @@ class Study:
             storage.write_text(self.out / "selection.csv", chosen.to_csv(index=False))
             storage.write_text(self.out / "selection.md", f"Hyper-parameters selected for {self.experiment} "
                                f"({self.spec.get('select')}):\n\n{selection.markdown(chosen)}\n")
-        written = self.report(self.final(df, chosen))
+        final = self.final(df, chosen)
+        written = self.report(final)
+        compared, tables = self.versus_paper(final, self.tuned_per_table(df, chosen))
+        written += compared
+        self.log_report(tables)
         for path in written:
             print(path)
         if notes := provenance.provenance_notes(df):
@@ -219,6 +258,8 @@ class Study:
             print(f"\n!! SYNTHETIC DATA: {synthetic} "
                   "replaced by random data of the same shape (the real dataset is absent). These files test the "
                   "pipeline; they say nothing about the paper.\n", file=sys.stderr)
+        if warning := comparison.banner(final):
+            print(f"\n!! {warning}\n", file=sys.stderr)
         if self.failures:
             print(f"!! {len(self.failures)} multirun(s) failed; see jobs.csv", file=sys.stderr)
         return 1 if self.failures else 0
