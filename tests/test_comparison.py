@@ -109,6 +109,8 @@ def test_smoke_synthetic_and_subset_records_say_they_are_not_comparable():
     assert comparison.not_comparable(frame(record(epochs=100))) == []
     short = comparison.not_comparable(frame(record(epochs=5), record(model="resnet18", training="pgd_at", epochs=120)))
     assert short == ["2C2F standard trained 5 epochs, the paper's recipe 100"]
+    several = comparison.not_comparable(frame(record(epochs=2), record(model="resnet18", training="pgd_at", epochs=2)))
+    assert several == ["2 model/training pairs trained 2 epochs, the paper's recipes 100-120"]
     assert comparison.paper_epochs("resnet18", "standard") == 350 and comparison.paper_epochs("mine", "standard") is None
 
 

@@ -183,12 +183,21 @@ def not_comparable(final: pd.DataFrame) -> list[str]:
     if "n_train" in final and final["n_train"].notna().any():
         reasons.append(f"trained on the first {int(final['n_train'].dropna().min()):,} training images only")
     if {"epochs", "model", "training"} <= set(final):
-        for (model, training), group in final.groupby(["model", "training"]):
-            wanted = paper_epochs(model, training)
-            if wanted and group["epochs"].min() < wanted:
-                reasons.append(f"{labels.facet_label('model', model)} {training} trained {int(group['epochs'].min())} "
-                               f"epochs, the paper's recipe {wanted}")
+        short = [(model, training, int(group["epochs"].min()), paper_epochs(model, training))
+                 for (model, training), group in final.groupby(["model", "training"])]
+        short = [s for s in short if s[3] and s[2] < s[3]]
+        if len(short) == 1:
+            model, training, trained, wanted = short[0]
+            reasons.append(f"{labels.facet_label('model', model)} {training} trained {trained} epochs, the paper's recipe {wanted}")
+        elif short:
+            trained, wanted = sorted({s[2] for s in short}), sorted({s[3] for s in short})
+            reasons.append(f"{len(short)} model/training pairs trained {_span(trained)} epochs, the paper's recipes "
+                           f"{_span(wanted)}")
     return reasons
+
+
+def _span(values: list[int]) -> str:
+    return str(values[0]) if len(values) == 1 else f"{values[0]}-{values[-1]}"
 
 
 def paper_epochs(model: str, training: str) -> int | None:
