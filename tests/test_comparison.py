@@ -77,6 +77,8 @@ def test_side_by_side_joins_every_published_cell_with_mean_std_and_delta():
     # Only the rows of the paper's table where something was measured: 2C2F ST and RN18 ST.
     assert set(shown.index) == {"2C2F ST", "RN18 ST"} and (shown["ours"] == "not measured").sum() == 8
     assert shown.loc[(shown["method"] == "TRADES") & (shown.index == "2C2F ST"), "paper"].iloc[0] == "N/A"
+    nothing = comparison.side_by_side(final, 1)  # no SPSA record: every cell unmeasured, none shown
+    assert comparison.display(nothing).empty and comparison.summary(nothing).startswith("0 of 40 cells of Table 1 measured")
 
 
 def test_a_cell_carries_the_worst_case_and_the_failed_checks_of_its_runs():

@@ -286,6 +286,7 @@ PROBES: dict[str, Probe | Covered | tuple[Probe, ...]] = {
     "study.select_attacks": P("study", "[square]", **{**FIG3, "experiment": "table1"}),
     "study.transfer": P("study", {"study.transfer": {}}, **CIFAR_STUDY),
     "study.norm_eps": P("study", 0.0313725490, **{**CIFAR_STUDY, "experiment": "fig1"}),
+    "study.compare": P("study", "[2]", **{**FIG3, "experiment": "table4"}),
 }
 
 INERT: dict[str, str] = {}
@@ -600,11 +601,12 @@ def test_study_key_changes_the_plan_selection_or_report(key, probe, tmp_path):
         s.spec = s.cfg.study
         df = fake_records(s)
         chosen = s.select(df)
-        written = s.report(s.final(df, chosen))
+        final = s.final(df, chosen)
+        written = s.report(final) + s.versus_paper(final, s.tuned_per_table(df, chosen))[0]
         return {"grid": s.grid_overrides(), "seeds": {d: spec.seeds_of(s.cfg, d) for d in ("mnist", "cifar10")},
                 "chosen": chosen.to_csv(index=False),
                 # Tables as text, figures as the digest of their pixels (a PDF carries its date).
-                "files": {p.name: p.read_text() if p.suffix in (".md", ".tex") else hashlib.sha1(p.read_bytes()).hexdigest()
+                "files": {p.name: p.read_text() if p.suffix in (".md", ".tex", ".csv") else hashlib.sha1(p.read_bytes()).hexdigest()
                           for p in written if p.suffix != ".pdf"}}
 
     assert observe("a") != observe("b")

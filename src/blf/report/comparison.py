@@ -169,6 +169,8 @@ def display(joined: pd.DataFrame) -> pd.DataFrame:
                      "delta": "" if pd.isna(r["delta"]) else f"{r['delta']:+.{decimals}f}",
                      "worst case": worst, "failed checks": r["failed_checks"] if isinstance(r["failed_checks"], str) else ""})
     out = pd.DataFrame(rows)
+    if out.empty:
+        return out
     return out.set_index(out.apply(lambda r: f"{r['model']} {r['setting']}", axis=1)).drop(columns=["model", "setting"])
 
 
