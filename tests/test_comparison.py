@@ -94,7 +94,7 @@ def test_a_cell_carries_the_worst_case_and_the_failed_checks_of_its_runs():
     assert ours.loc["pgd", "worst"] == 55.0 and ours.loc["square", "worst"] == 55.0
     assert ours.loc["pgd", "failed_checks"] == "pgd_convergence"
     shown = comparison.display(comparison.side_by_side(final, 2))
-    blf = shown[(shown.index == "2C2F ST") & (shown["method"] == "BLF")].iloc[0]
+    blf = shown[(shown.index == "2C2F ST") & (shown["method"] == "BLF (gamma=1)")].iloc[0]
     assert (blf["ours"], blf["worst case"], blf["failed checks"]) == ("70.0", "55.0", "pgd_convergence")
 
 
@@ -123,7 +123,7 @@ def test_the_written_side_by_side_and_claims_lead_with_the_warning(tmp_path):
     assert [p.name for p in written] == ["t_vs_paper.md", "t_vs_paper.tex", "t_vs_paper.csv"]
     text = (tmp_path / "t_vs_paper.md").read_text()
     assert text.splitlines()[2].startswith("> **NOT COMPARABLE WITH THE PAPER")
-    assert "| 2C2F ST | square | 0.15 | BLF | 58.0 | 59.4 | -1.4 |" in text
+    assert "| 2C2F ST | square | 0.15 | BLF (gamma=1) | 58.0 | 59.4 | -1.4 |" in text
     assert "NOT COMPARABLE" in (tmp_path / "t_vs_paper.tex").read_text().splitlines()[1]
     assert len(pd.read_csv(tmp_path / "t_vs_paper.csv")) == 40
     verdicts = claims.evaluate(comparison.cells(final))

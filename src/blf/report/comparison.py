@@ -27,6 +27,8 @@ _EPS_DIGITS = 6
 # What "close" means per metric, for the summary line: accuracy in points; the operator norms
 # (Table 3) and loss differences (Table 5) have no common unit, so relative to the paper's value.
 CLOSE = {"accuracy": ("points", 2.0), "mean_conv": ("relative", 0.10), "max_minus_min": ("relative", 0.10)}
+# Columns an observation keeps besides its cell: which run, seed, test subset and hyper-parameter.
+_CARRIED = ["run_dir", "seed", "n", "hp", "hp_value"]
 # The paper's test sets (MNIST and CIFAR-10 both have 10,000 test images): a subset adds sampling error.
 TEST_SET = 10_000
 
@@ -36,7 +38,7 @@ def observations(final: pd.DataFrame) -> pd.DataFrame:
     robustness row; mean_conv of the operator-norm summary; max - min of the loss surface,
     averaged over the data points as Table 5 does). `final` must be annotated."""
     if final.empty or "kind" not in final:
-        return pd.DataFrame(columns=[*CELL, "run_dir", "seed", "n", "value"])
+        return pd.DataFrame(columns=[*CELL, *_CARRIED, "value"])
     parts = []
     robust = final[final["kind"] == Kind.ROBUSTNESS]
     if not robust.empty:
@@ -50,10 +52,10 @@ def observations(final: pd.DataFrame) -> pd.DataFrame:
         per_run = surfaces.groupby(keys, as_index=False)["max_minus_min"].mean()
         parts.append(per_run.assign(metric="max_minus_min", value=per_run["max_minus_min"], attack=None, eps=math.nan))
     rows = pd.concat(parts or [pd.DataFrame(columns=CELL)], ignore_index=True)
-    for column in ("run_dir", "seed", "n"):
+    for column in _CARRIED:
         if column not in rows:
             rows[column] = None
-    return rows[[*CELL, "run_dir", "seed", "n", "value"]]
+    return rows[[*CELL, *_CARRIED, "value"]]
 
 
 def _eps_key(eps: pd.Series) -> pd.Series:
@@ -80,7 +82,7 @@ def cells(final: pd.DataFrame) -> pd.DataFrame:
     keys = [c for c in CELL if c != "eps"] + ["eps_key"]
     grouped = obs.groupby(keys, dropna=False)
     out = grouped.agg(eps=("eps", "first"), ours=("value", "mean"), ours_std=("value", "std"), seeds=("seed", "nunique"),
-                      worst=("worst", "mean"), n=("n", "min"),
+                      worst=("worst", "mean"), n=("n", "min"), hp=("hp", "first"), hp_value=("hp_value", "first"),
                       failed_checks=("failed", lambda runs: ", ".join(sorted({c for checks in runs for c in checks}))))
     return out.reset_index()
 
@@ -165,7 +167,8 @@ def display(joined: pd.DataFrame) -> pd.DataFrame:
         worst = _number(r.get("worst"), decimals) if r["metric"] == "accuracy" else ""
         rows.append({"model": labels.facet_label("model", r["model"]), "setting": r["setting"],
                      "attack": r["attack"] or "", "eps": r["eps_text"] if isinstance(r["eps_text"], str) else "",
-                     "method": r["method"], "ours": ours, "paper": _number(r["paper"], decimals) or "N/A",
+                     "method": f"{r['method']} ({r['hp']}={r['hp_value']:g})" if pd.notna(r.get("hp_value")) else r["method"],
+                     "ours": ours, "paper": _number(r["paper"], decimals) or "N/A",
                      "delta": "" if pd.isna(r["delta"]) else f"{r['delta']:+.{decimals}f}",
                      "worst case": worst, "failed checks": r["failed_checks"] if isinstance(r["failed_checks"], str) else ""})
     out = pd.DataFrame(rows)
