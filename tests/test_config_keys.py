@@ -90,6 +90,9 @@ PGD_AT = {"training": "pgd_at", "training.nb_iter": 2}
 TRADES = {"training": "trades", "training.nb_iter": 2}
 CIFAR = {"dataset": "cifar10", "model": "resnet18", "model.width": 4, "model.blocks": "[1,1,1,1]",
          "dataset.synthetic_train": 32, "dataset.synthetic_test": 16, "trainer.batch_size": 16}
+# A library's model (nn/zoo.py): timm's smallest ResNet, or a small torchvision one.
+ZOO = {**CIFAR, "model": "timm", "model.arch": "test_resnet", "model.width": None, "model.blocks": None}
+TORCHVISION = {**ZOO, "model": "torchvision", "model.arch": "mobilenet_v3_small"}
 WRN = {**CIFAR, "model": "wrn34_10", "model.depth": 10, "model.widen_factor": 1, "model.width": None,
        "model.blocks": None}
 TWO_EPOCHS = {"trainer.epochs": 2}
@@ -168,6 +171,9 @@ PROBES: dict[str, Probe | Covered | tuple[Probe, ...]] = {
     "model.name": P("train", "4c3f"),
     **probes("model", "train", CIFAR, width=8, blocks="[1,1,1,2]"),
     **probes("model", "train", WRN, depth=16, widen_factor=2, dropout=0.3, init="trades"),
+    "model.arch": many(P("train", "test_convnext", **ZOO), P("train", "squeezenet1_1", **TORCHVISION)),
+    "model.small_stem": many(P("train", False, **ZOO), P("train", False, **TORCHVISION)),
+    "model.kwargs": many(P("train", "{drop_rate:0.5}", **ZOO), P("train", "{dropout:0.5}", **TORCHVISION)),
     **{f"model.recipe.{regime}.{key}": P("train", b, a, **{**context, **(PGD_AT if regime == "adversarial" else {})})
        for regime in ("standard", "adversarial")
        for key, b, a, context in (
@@ -487,6 +493,8 @@ def test_train_key_changes_what_runs(key, probe, tmp_path, monkeypatch):
     a = observe_train(command(TRAIN_BASE, probe, key, "a"), tmp_path / "a", monkeypatch, probe.offline)
     b = observe_train(command(TRAIN_BASE, probe, key, "b"), tmp_path / "b", monkeypatch, probe.offline)
     assert a != b, f"{key}: the two values ran the same"
+    # A command Hydra cannot compose shows nothing about the key.
+    assert b.get("error") != "ConfigCompositionException", b
     # The base command itself runs, or fails as a probe without data intends.
     assert ("error" in a) == probe.fails, a
     assert not probe.fails or a["error"] == "DataError", a

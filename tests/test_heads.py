@@ -95,7 +95,7 @@ def test_identity_head_passes_prelogits_through():
 
 def test_learnable_blf_starts_at_softplus_minus_one_and_learns_gamma():
     head = heads.build(option("head", "lblf", gamma_tilde_init=-1.0))
-    assert head.gamma == pytest.approx(math.log1p(math.exp(-1.0)))
+    assert head.scale() == pytest.approx(math.log1p(math.exp(-1.0)))
     z = torch.full((2, 10), 2.4)
     out = head(z)
     assert torch.allclose(out, head.gamma * heads.blf(z))

@@ -3,4 +3,29 @@
 A reference implementation of Kanai et al., "Constraining Logits by Bounded Function for
 Adversarial Robustness": the BLF head and its rivals (logit squeezing, label smoothing, tanh,
 TRADES), standard and adversarial training, and the paper's robustness evaluation.
+
+As a library:
+
+    from blf import BLF, with_head, load
+    model = with_head(my_classifier, BLF(gamma=1.0))   # softmax(gamma * g(z)), z = my_classifier(x)
+    trained = load("multirun/demo/paper/<run>")       # a trained run: images in [0, 1] -> logits
 """
+
+from blf.nn.heads import BLF, BoundedHead, Head, Identity, LearnableBLF, Sigmoid, Tanh, blf, blf_extremum
+from blf.nn.models import Classifier, with_head
+from blf.trained import load
+
+__all__ = [
+    "BLF",
+    "BoundedHead",
+    "Classifier",
+    "Head",
+    "Identity",
+    "LearnableBLF",
+    "Sigmoid",
+    "Tanh",
+    "blf",
+    "blf_extremum",
+    "load",
+    "with_head",
+]

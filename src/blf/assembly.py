@@ -82,8 +82,9 @@ def name_components(cfg: DictConfig) -> DictConfig:
     return cfg
 
 
-def build_classifier(cfg: DictConfig, dataset: Dataset) -> Classifier:
-    classifier = models.build(cfg.model, heads.build(cfg.head), dataset.image_shape, dataset.num_classes)
+def build_classifier(cfg: DictConfig, image_shape: tuple[int, int, int], num_classes: int) -> Classifier:
+    """The network and head a run's config names, in the memory format it trains in."""
+    classifier = models.build(cfg.model, heads.build(cfg.head), image_shape, num_classes)
     if C.boolean("trainer.channels_last", cfg.trainer.channels_last):
         # NHWC convolutions and pooling: ~1.7x faster training and ~2x faster PGD for 2C2F on
         # CPU (oneDNN), and the fast layout on GPUs. Inputs need no conversion.
@@ -101,7 +102,7 @@ def _common(cfg: DictConfig, optimisation_from=None) -> Assembly:
     mode = objectives.build(cfg.training)
     chosen = attacks.build_all(cfg.get("attack"))  # `attack=[]` removes the key altogether
     torch.manual_seed(C.integer("seed", cfg.seed))  # the initial weights
-    classifier = build_classifier(cfg, dataset).to(where)
+    classifier = build_classifier(cfg, dataset.image_shape, dataset.num_classes).to(where)
     for attack in chosen:  # e.g. the tanh surrogate needs a BLF head: refused before training
         attack.check(classifier, dataset.num_classes)
     optimisation = optimisation_from(cfg, classifier, where) if optimisation_from else None

@@ -102,6 +102,7 @@ class Dataset:
 
 
 SHAPES = {"mnist": (1, 28, 28), "cifar10": (3, 32, 32)}
+NUM_CLASSES = {"mnist": 10, "cifar10": 10}
 
 
 def load(cfg: DictConfig) -> Dataset:
@@ -134,7 +135,7 @@ def load(cfg: DictConfig) -> Dataset:
                 f"allowed: 1..{len(train)} or null (all)"
             )
         train = train.first(n_train)
-    return Dataset(name, train, test, num_classes=10, synthetic=use_synthetic)
+    return Dataset(name, train, test, num_classes=NUM_CLASSES[name], synthetic=use_synthetic)
 
 
 def synthetic(shape, n_train: int, n_test: int, seed: int, num_classes: int = 10) -> tuple[Split, Split]:

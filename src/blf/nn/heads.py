@@ -68,17 +68,18 @@ BOUNDED_FUNCTIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
 
 
 class Head(nn.Module):
-    """Maps pre-logits z to logits. `gamma` is None for heads without a scale."""
+    """Maps pre-logits z to logits. Heads with a scale hold it as `gamma` (a buffer or a
+    learned value); `scale()` reads it as a number, None for heads without one."""
 
     name = "head"
 
-    @property
-    def gamma(self) -> float | None:
-        return None
+    def scale(self) -> float | None:
+        gamma = getattr(self, "gamma", None)
+        return None if gamma is None else float(torch.as_tensor(gamma).detach())
 
     def describe(self) -> dict:
         """The values that identify this head in records."""
-        return {"head": self.name, "gamma": self.gamma}
+        return {"head": self.name, "gamma": self.scale()}
 
 
 class Identity(Head):
@@ -93,30 +94,62 @@ class Identity(Head):
         return z
 
 
-class Bounded(Head):
-    """gamma * g(z) for a fixed scale gamma > 0 and a bounded g (tanh, sigmoid, BLF, ...)."""
+class BoundedHead(Head):
+    """gamma * g(z) for a fixed scale gamma > 0 and a bounded g: one of BOUNDED_FUNCTIONS by
+    name, or any callable (then named after it).
+
+    gamma is a buffer, so a state_dict says which head it belongs to. It is kept in float64:
+    records read it back as the number the config gave (0.1, not 0.10000000149), and a 0-dim
+    float64 tensor does not change the dtype of the float32 or bf16 logits it scales.
+    """
 
     name = None  # the function's, set per object
+    gamma: torch.Tensor
 
-    def __init__(self, function: str, gamma: float):
+    def __init__(self, function: str | Callable[[torch.Tensor], torch.Tensor], gamma: float = 1.0):
         super().__init__()
-        self.name = C.choice("head.name", function, BOUNDED_FUNCTIONS)
-        self.function = BOUNDED_FUNCTIONS[function]
+        if callable(function):
+            self.name, self.function = getattr(function, "__name__", type(function).__name__), function
+        else:
+            self.name = C.choice("head.name", function, BOUNDED_FUNCTIONS)
+            self.function = BOUNDED_FUNCTIONS[function]
         # Theorems 2 and 3 assume 0 < gamma < infinity.
-        self._gamma = C.number("head.gamma", gamma, gt=0)
-
-    @property
-    def gamma(self) -> float:
-        return self._gamma
+        self.register_buffer("gamma", torch.tensor(C.number("head.gamma", gamma, gt=0), dtype=torch.float64))
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
-        return self._gamma * self.function(z)
+        return self.gamma * self.function(z)
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        # Checkpoints written before gamma was a buffer lack it: their config's gamma stands.
+        state_dict.setdefault(prefix + "gamma", self.gamma)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def extra_repr(self) -> str:
-        return f"{self.name}, gamma={self._gamma}"
+        return f"{self.name}, gamma={self.scale():g}"
 
 
-class LearnableBLF(Head):
+# Theorem 3: g has its maximum at z* (2 < z* < sqrt(5) + 1) and its minimum at -z*, where
+# g(+-z*) = +-g(z*) with 1 < g(z*) < (sqrt(5) + 1)/2. Solved once, at import (microseconds).
+Z_STAR, G_STAR = blf_extremum()
+
+
+class _Extrema:
+    """Theorem 3's extrema of gamma * g for the heads built on BLF."""
+
+    z_star: float = Z_STAR  # the pre-logit where the logit is largest (its negative: smallest)
+
+    @property
+    def logit_max(self) -> float:
+        """gamma * g(z*): no logit of this head exceeds it."""
+        return self.scale() * G_STAR
+
+    @property
+    def logit_min(self) -> float:
+        """-gamma * g(z*): no logit of this head is below it."""
+        return -self.logit_max
+
+
+class LearnableBLF(_Extrema, Head):
     """L-BLF (section 4): gamma = softplus(gamma_tilde) keeps gamma > 0 while it is learned."""
 
     name = "lblf"
@@ -127,25 +160,26 @@ class LearnableBLF(Head):
         self.gamma_tilde = nn.Parameter(torch.tensor(init))
 
     @property
-    def gamma(self) -> float:
-        return float(F.softplus(self.gamma_tilde.detach()))
+    def gamma(self) -> torch.Tensor:
+        return F.softplus(self.gamma_tilde)
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
-        return F.softplus(self.gamma_tilde) * blf(z)
+        return self.gamma * blf(z)
 
 
-def _with_function(class_name: str, function: str, doc: str) -> type[Bounded]:
-    """A Bounded head with its function fixed, built from gamma alone: what an option's
+def _with_function(class_name: str, function: str, doc: str, *bases: type) -> type[BoundedHead]:
+    """A BoundedHead with its function fixed, built from gamma alone: what an option's
     `_target_` names (conf/head/<function>.yaml), and what `BLF(gamma=1.0)` means in code."""
 
     def __init__(self, gamma: float = 1.0):
-        Bounded.__init__(self, function, gamma)
+        BoundedHead.__init__(self, function, gamma)
 
-    return type(class_name, (Bounded,), {"name": function, "__init__": __init__, "__doc__": doc, "__module__": __name__,
-                                         "__qualname__": class_name})
+    return type(class_name, (*bases, BoundedHead), {"name": function, "__init__": __init__, "__doc__": doc,
+                                                    "__module__": __name__, "__qualname__": class_name})
 
 
-BLF = _with_function("BLF", "blf", "The paper's head: gamma * g(z), g the Bounded Logit Function (eq. 5, Theorem 3).")
+BLF = _with_function("BLF", "blf", "The paper's head: gamma * g(z), g the Bounded Logit Function (eq. 5); "
+                     "`z_star`, `logit_max` and `logit_min` are Theorem 3's extrema.", _Extrema)
 Tanh = _with_function("Tanh", "tanh", "gamma * tanh(z), Theorem 2's rival.")
 Sigmoid = _with_function("Sigmoid", "sigmoid", "gamma * sigmoid(z), Theorem 2's rival.")
 Sine = _with_function("Sine", "sine", "gamma * sin(z) (appendix D).")

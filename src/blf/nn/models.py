@@ -111,6 +111,16 @@ class Classifier(nn.Module):
         return Classifier(self.network, head)
 
 
+def with_head(model: nn.Module, head: nn.Module) -> Classifier:
+    """`head` on the outputs of any classifier: `model`'s outputs become the pre-logits z and
+    `head(z)` the logits (e.g. `with_head(torchvision.models.resnet18(num_classes=10), BLF(1.0))`).
+    A Classifier of this package keeps its network (shared parameters) and gets `head` in place
+    of its own."""
+    if isinstance(model, Classifier):
+        return model.with_head(head)
+    return Classifier(model, head)
+
+
 # This package's networks by option name (build's wrong-image-size error lists those that fit).
 NETWORKS = {
     "2c2f": TwoConvTwoFC,
@@ -136,7 +146,7 @@ def build(cfg: DictConfig, head: Head, image_shape, num_classes: int) -> Classif
             f"{image_shape[1]}x{image_shape[2]}; allowed models for it: {fitting}"
         )
     if hasattr(kind, "from_config"):
-        network = kind.from_config(cfg, image_shape[0], num_classes)
+        network = kind.from_config(cfg, tuple(image_shape), num_classes)
     else:
         network = kind(in_channels=image_shape[0], num_classes=num_classes)
     return Classifier(network, head)

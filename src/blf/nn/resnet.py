@@ -49,8 +49,8 @@ class ResNet18(nn.Module):
         self.linear = nn.Linear(widths[-1], num_classes)
 
     @classmethod
-    def from_config(cls, cfg, in_channels: int, num_classes: int) -> ResNet18:
-        return cls(in_channels, num_classes, width=cfg.width, blocks=tuple(cfg.blocks))
+    def from_config(cls, cfg, image_shape, num_classes: int) -> ResNet18:
+        return cls(image_shape[0], num_classes, width=cfg.width, blocks=tuple(cfg.blocks))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = F.relu(self.bn1(self.conv1(x)))

@@ -74,8 +74,8 @@ class WideResNet(nn.Module):
                 m.bias.data.zero_()
 
     @classmethod
-    def from_config(cls, cfg, in_channels: int, num_classes: int) -> WideResNet:
-        return cls(in_channels, num_classes, depth=cfg.depth, widen_factor=cfg.widen_factor, dropout=cfg.dropout,
+    def from_config(cls, cfg, image_shape, num_classes: int) -> WideResNet:
+        return cls(image_shape[0], num_classes, depth=cfg.depth, widen_factor=cfg.widen_factor, dropout=cfg.dropout,
                    init=cfg.init)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

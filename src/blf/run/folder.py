@@ -54,6 +54,19 @@ def note_if_new(folder: Path) -> None:
         _CREATED.add(folder)
 
 
+def restore(module: torch.nn.Module, state: dict, path: Path) -> None:
+    """Load a checkpoint's weights into `module`, or say plainly that they do not fit it (a
+    checkpoint of another architecture, or a config that no longer matches its weights)."""
+    try:
+        module.load_state_dict(state)
+    except (RuntimeError, KeyError, TypeError) as error:
+        first = str(error).splitlines()[0][:200]
+        raise CheckpointError(
+            f"{path} does not fit the network its config describes ({first}); "
+            "allowed: a checkpoint written by src/train.py for this run's config"
+        ) from None
+
+
 class RunFolder:
     def __init__(self, root: Path):
         self.root = Path(root)
@@ -81,16 +94,7 @@ class RunFolder:
         return storage.load_checkpoint(path)
 
     def restore(self, module: torch.nn.Module, state: dict, which: str) -> None:
-        """Load a checkpoint's weights into `module`, or say plainly that they do not fit it (a
-        checkpoint of another architecture, or a config that no longer matches its weights)."""
-        try:
-            module.load_state_dict(state)
-        except (RuntimeError, KeyError, TypeError) as error:
-            first = str(error).splitlines()[0][:200]
-            raise CheckpointError(
-                f"{self.checkpoint_path(which)} does not fit the network its config describes ({first}); "
-                "allowed: a checkpoint written by src/train.py for this run's config"
-            ) from None
+        restore(module, state, self.checkpoint_path(which))
 
     def save(self, which: str, state: dict) -> None:
         storage.save_checkpoint(state, self.checkpoint_path(which))

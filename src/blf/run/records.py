@@ -121,11 +121,17 @@ def record_columns(config: Mapping) -> dict[str, Any]:
         "profile": config.get("profile_name"),
         "dataset": config["dataset"]["name"],
         "n_train": config["dataset"].get("n_train"),
-        "model": config["model"]["name"],
+        "model": model_name(config["model"]),
         "seed": config["seed"],
         "epochs": config["trainer"]["epochs"],
         "run_key": identity.run_key(config),
     }
+
+
+def model_name(model: Mapping) -> str:
+    """The model column: the option (`2c2f`, `resnet18`, ...), with the architecture for a
+    library's model (`torchvision:resnet50`, `timm:convnext_nano`)."""
+    return f"{model['name']}:{model['arch']}" if model.get("arch") else model["name"]
 
 
 def identity_columns(config: Mapping, *described: Mapping) -> dict:

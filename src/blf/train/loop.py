@@ -184,7 +184,7 @@ def fit(workspace: RunFolder, run: Assembly, tracker: Tracker) -> Progress:
             "train_acc": train_acc,
             "test_acc": test_acc,
             "lr": lr,
-            "gamma": classifier.head.gamma,
+            "gamma": classifier.head.scale(),
             "seconds": seconds,
             "images_per_second": len(data.train) / seconds,
         }

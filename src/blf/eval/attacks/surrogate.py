@@ -12,7 +12,7 @@ from torch import nn
 
 from blf import config as C
 from blf.eval.attacks.pgd import PGD
-from blf.nn.heads import Bounded
+from blf.nn.heads import Tanh
 
 
 class TanhSurrogatePGD(PGD):
@@ -24,4 +24,4 @@ class TanhSurrogatePGD(PGD):
             raise C.ConfigError(f"attack pgd_tanh_surrogate replaces a BLF head, but this run has head={head}; allowed: blf, lblf")
 
     def crafting_model(self, model: nn.Module) -> nn.Module:
-        return model.with_head(Bounded("tanh", model.head.gamma))
+        return model.with_head(Tanh(model.head.scale()))
