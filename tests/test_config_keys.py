@@ -280,6 +280,7 @@ PROBES: dict[str, Probe | Covered | tuple[Probe, ...]] = {
     "logger.group": P("wandb", "another"),
     "logger.tags": P("wandb", "[a]"),
     "logger.silent": P("wandb", False),
+    "logger.log_checkpoints": P("wandb", True),
     # studies (conf/driver.yaml, conf/study/; blf.study): the driver's plan, selection and report
     "limits": P("study", {"limits": {"paper": {"grid_values": 1, "seeds": 1}, "smoke": {"grid_values": 2, "seeds": 1}}}, **FIG3),
     "study.grid": P("study", {"study.grid": {"baseline": {"model": "2c2f", "training": "standard"}}}, **FIG3),
@@ -512,11 +513,21 @@ def test_evaluate_key_changes_what_runs(key, probe, trained_runs, tmp_path, monk
 
 
 class FakeRun:
-    def __init__(self):
-        self.summary = {}
+    """What wandb.init returns, keeping the artifacts logged to it in `calls`."""
+
+    id = "fake"
+
+    def __init__(self, calls: list):
+        self.summary, self.calls = {}, calls
 
     def log(self, *args, **kwargs):
         pass
+
+    def define_metric(self, *args, **kwargs):
+        pass
+
+    def log_artifact(self, artifact, aliases=()):
+        self.calls.append({"artifact": artifact.type, "files": sorted(artifact.manifest.entries), "aliases": list(aliases)})
 
     def finish(self):
         pass
@@ -530,7 +541,7 @@ def test_logger_key_reaches_wandb(key, probe, tmp_path, monkeypatch):
 
     def observe(side):
         calls = []
-        monkeypatch.setattr(wandb, "init", lambda **kwargs: calls.append(kwargs) or FakeRun())
+        monkeypatch.setattr(wandb, "init", lambda **kwargs: calls.append(kwargs) or FakeRun(calls))
         overrides = command({**TRAIN_BASE, "logger": "wandb"}, probe, key, side)
         app.train(compose_config("train", as_overrides(overrides)), tmp_path / side)
         return [{k: (v.silent if k == "settings" else v) for k, v in c.items() if k not in ("dir", "name", "id", "config")}

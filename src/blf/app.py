@@ -73,9 +73,11 @@ def train(cfg: DictConfig, run_dir: Path | None = None) -> Outcome:
     configure_cpu(cfg.trainer.threads)
     run = assembly.for_training(cfg)  # every value checked before the folder is touched
     with workspace.locked():
-        with tracking.start(cfg.logger, run.config, workspace.root, job_type="train") as tracker:
+        with tracking.start(cfg.logger, run.config, workspace.root, job_type="train", identity=run.identity()) as tracker:
             progress = loop.fit(workspace, run, tracker)
             rows, added = assessment.assess(workspace, run, tracker, skip_done=True)
+            if added:
+                tracker.log_checkpoint(workspace.checkpoint_path(run.evaluation.checkpoint), tracking.summary(rows))
         workspace.mark_finished(identity.job_key(run.config))
     log.info("best epoch %d: clean test accuracy %.2f%%", progress.best_epoch, progress.best_accuracy)
     log.info("%s", tables.summary(rows))
@@ -107,7 +109,8 @@ def evaluate(cfg: DictConfig, run_dir: Path | None = None) -> Outcome:
             run_cfg[key] = {}
     configure_cpu(run_cfg.trainer.threads)
     run = assembly.for_evaluation(run_cfg)
-    with workspace.locked(), tracking.start(run_cfg.logger, run.config, workspace.root, job_type="eval") as tracker:
+    with workspace.locked(), tracking.start(run_cfg.logger, run.config, workspace.root, job_type="eval",
+                                            identity=run.identity()) as tracker:
         rows, added = assessment.assess(workspace, run, tracker, skip_done=False)
     log.info("%s", tables.summary(rows))
     log.info("records: %s", workspace.results_path)

@@ -26,6 +26,7 @@ from blf.eval.attacks import Attack
 from blf.nn import heads, models, precision, regularizers
 from blf.nn.models import Classifier
 from blf.nn.regularizers import Regularizer
+from blf.run import records
 from blf.train import objectives
 from blf.train.loop import TrainSettings
 
@@ -54,6 +55,11 @@ class Assembly:
     attacks: list[Attack]
     evaluation: EvalSettings
     optimisation: Optimisation | None  # None when evaluating an existing run
+
+    def identity(self) -> dict:
+        """The columns that say which run this is, as every record of it carries them."""
+        return records.identity_columns(self.config, self.classifier.head.describe(), self.regularizer.describe(),
+                                        self.training.describe(), {"synthetic": self.dataset.synthetic})
 
 
 def device(name: str) -> torch.device:

@@ -89,8 +89,7 @@ class Assessment:
         self.subset = run.dataset.test.take(self.index.to(run.dataset.test.labels.device))
         self.seed = self.settings.seed
         self.common = {
-            **records.identity_columns(run.config, self.classifier.head.describe(), run.regularizer.describe(),
-                                       run.training.describe(), {"synthetic": run.dataset.synthetic}),
+            **run.identity(),
             "checkpoint": self.which, "checkpoint_epoch": self.epoch, "clean_test_acc": clean,
             "n": len(self.subset), "eval_seed": self.seed,
             **records.provenance(trained), "augmented": trained.get("augmented"), "threads": torch.get_num_threads(),
@@ -187,5 +186,6 @@ def assess(workspace: RunFolder, run: Assembly, tracker, *, skip_done: bool) -> 
         log.info("%s: evaluation already recorded, skipped", workspace.root)
         return assessment.recorded(), []
     added, _ = assessment.run()
-    tracker.log_records(added)
-    return assessment.recorded(), added
+    recorded = assessment.recorded()
+    tracker.log_evaluation(recorded, added)
+    return recorded, added

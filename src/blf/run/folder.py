@@ -34,8 +34,9 @@ from blf.run import identity, records, storage
 # The files of Hydra's record that a refused command puts back (names come from a checkpoint,
 # so only these plain names are ever written).
 HYDRA_FILES = ("config.yaml", "hydra.yaml", "overrides.yaml")
-# What a command leaves in a folder before it has done anything (Hydra's record and log, our lock).
-BOOKKEEPING = {".hydra", "train.log", "evaluate.log", ".lock"}
+# What a command leaves in a folder before it has done anything (Hydra's record and log, our lock,
+# the W&B run's folder and id).
+BOOKKEEPING = {".hydra", "train.log", "evaluate.log", ".lock", "wandb", "wandb_id.json"}
 
 # Run folders this process found missing before Hydra created them (app.FolderWatch): only
 # those may be removed after a refused start. A folder that existed is never removed.
