@@ -92,8 +92,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"!! {note}", file=sys.stderr)
     table = tables.accuracy_table(df)
     storage.write_text(args.out / "accuracy.md", table + "\n")
-    figures.accuracy_panels(df, [], args.out / "accuracy_vs_eps", title=args.title + provenance.synthetic_note(df)
-                            + provenance.provenance_note(df))
+    drawn = figures.accuracy_panels(df, [], title=args.title + provenance.synthetic_note(df) + provenance.provenance_note(df))
+    figures.save(drawn, args.out / "accuracy_vs_eps", close=True)
     print(table)
     print(f"records, table and figure: {args.out}/")
     return 0
