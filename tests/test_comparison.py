@@ -96,6 +96,7 @@ def test_a_cell_carries_the_worst_case_and_the_failed_checks_of_its_runs():
     shown = comparison.display(comparison.side_by_side(final, 2))
     blf = shown[(shown.index == "2C2F ST") & (shown["method"] == "BLF (gamma=1)")].iloc[0]
     assert (blf["ours"], blf["worst case"], blf["failed checks"]) == ("70.0", "55.0", "pgd_convergence")
+    assert r"BLF ($\gamma = 1$) & 70.0 & " in tables.to_latex(shown) and r"pgd\_convergence \\" in tables.to_latex(shown)
 
 
 def test_smoke_synthetic_and_subset_records_say_they_are_not_comparable():
@@ -124,7 +125,10 @@ def test_the_written_side_by_side_and_claims_lead_with_the_warning(tmp_path):
     text = (tmp_path / "t_vs_paper.md").read_text()
     assert text.splitlines()[2].startswith("> **NOT COMPARABLE WITH THE PAPER")
     assert "| 2C2F ST | square | 0.15 | BLF (gamma=1) | 58.0 | 59.4 | -1.4 |" in text
-    assert "NOT COMPARABLE" in (tmp_path / "t_vs_paper.tex").read_text().splitlines()[1]
+    tex = (tmp_path / "t_vs_paper.tex").read_text()
+    assert "NOT COMPARABLE" in tex.splitlines()[1]
+    assert r" & attack & $\varepsilon$ & method & ours & paper & delta & worst case & failed checks \\" in tex
+    assert r"2C2F ST & square & 0.15 & BLF ($\gamma = 1$) & 58.0 & 59.4 & -1.4 &  &  \\" in tex
     assert len(pd.read_csv(tmp_path / "t_vs_paper.csv")) == 40
     verdicts = claims.evaluate(comparison.cells(final))
     renderers.claims_table(verdicts, final, tmp_path / "claims", "T")

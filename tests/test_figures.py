@@ -1,8 +1,12 @@
 """Figures drawn from hand-made records: they read the frame the aggregation writes (every
-record kind in one frame) and lay panels out in the paper's order."""
+record kind in one frame), lay panels out in the paper's order, draw into the caller's axes
+when given them, and return the Figure; writing files is `save`'s."""
 
 import matplotlib.pyplot as plt
 import pandas as pd
+import pytest
+import torch
+from matplotlib.figure import Figure
 
 from blf.report import figures
 
@@ -22,25 +26,87 @@ def frame():
                         + records("c", "blf", 1.0, "standard", "wrn34_10", 60.0))
 
 
-def test_norms_vs_accuracy_pairs_each_runs_norms_with_its_pgd_accuracy(tmp_path, monkeypatch):
-    drawn = {}
-    monkeypatch.setattr(figures, "save", lambda fig, path: drawn.setdefault("fig", fig) and [path])
-    figures.norms_vs_accuracy(frame(), tmp_path / "fig1", eps=4 / 255, title="t")
-    top = drawn["fig"].axes[0]
+def surfaces(k=2):
+    return torch.linspace(-4 / 255, 4 / 255, 3), torch.arange(k * 9, dtype=torch.float32).reshape(k, 3, 3)
+
+
+@pytest.fixture(autouse=True)
+def close_figures():
+    yield
+    plt.close("all")
+
+
+def test_norms_vs_accuracy_pairs_each_runs_norms_with_its_pgd_accuracy():
+    fig = figures.norms_vs_accuracy(frame(), 4 / 255, title="t")
+    top = fig.axes[0]
     points = {tuple(p) for c in top.collections for p in c.get_offsets()}
     assert (1.5, 70.0) in points and (3.0, 60.0) in points and (9.0, 60.0) in points  # logits of a, b; pre-logits
-    plt.close(drawn["fig"])
 
 
 def test_panels_are_written_as_png_and_pdf(tmp_path):
-    written = figures.accuracy_panels(frame(), ["model", "setting"], tmp_path / "fig4", title="t")
-    assert [p.suffix for p in written] == [".png", ".pdf"] and all(p.is_file() for p in written)
+    fig = figures.accuracy_panels(frame(), ["model", "setting"], title="t")
+    written = figures.save(fig, tmp_path / "fig4")
+    assert [p.suffix for p in written] == [".png", ".pdf"] and all(p.is_file() and p.stat().st_size for p in written)
+    assert plt.fignum_exists(fig.number)  # saving leaves the figure to its owner ...
+    figures.save(fig, tmp_path / "again", close=True)
+    assert not plt.fignum_exists(fig.number)  # ... unless asked to release it
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["again.pdf", "again.png", "fig4.pdf", "fig4.png"]  # no temporaries
 
 
-def test_panel_titles_in_the_papers_order(tmp_path, monkeypatch):
-    drawn = {}
-    monkeypatch.setattr(figures, "save", lambda fig, path: drawn.setdefault("fig", fig) and [path])
-    figures.accuracy_panels(frame(), ["model", "setting"], tmp_path / "fig4", title="t")
-    titles = [ax.get_title() for ax in drawn["fig"].axes if ax.get_title()]
+def test_panel_titles_in_the_papers_order():
+    fig = figures.accuracy_panels(frame(), ["model", "setting"], title="t")
+    titles = [ax.get_title() for ax in fig.axes if ax.get_title()]
     assert titles == ["RN18, ST", "RN18, AT", "WRN, ST"]
-    plt.close(drawn["fig"])
+
+
+def test_without_axes_each_function_draws_a_new_figure():
+    axis, values = surfaces()
+    drawn = [figures.blf_vs_tanh(), figures.accuracy_panels(frame(), []), figures.norms_vs_accuracy(frame(), 4 / 255),
+             figures.loss_surfaces(axis, values)]
+    assert all(isinstance(fig, Figure) for fig in drawn)
+    assert len({id(fig) for fig in drawn}) == 4 and plt.get_fignums() == [fig.number for fig in drawn]
+
+
+def test_blf_vs_tanh_draws_into_the_callers_axes():
+    fig, (left, right) = plt.subplots(1, 2)
+    assert figures.blf_vs_tanh(ax=right) is fig and plt.get_fignums() == [fig.number]
+    assert not left.lines and len(right.lines) >= 4  # BLF, tanh, the two extrema
+    assert right.get_title().startswith("Fig. 2")
+
+
+def test_accuracy_panels_draw_into_the_callers_axes_in_the_papers_order():
+    fig, axes = plt.subplots(2, 2)
+    assert figures.accuracy_panels(frame(), ["model", "setting"], axes=axes) is fig and plt.get_fignums() == [fig.number]
+    assert [ax.get_title() for ax in axes.flat[:3]] == ["RN18, ST", "RN18, AT", "WRN, ST"]
+    assert all(ax.containers for ax in axes.flat[:3])  # one error-bar line per method
+    assert not axes.flat[3].axison and not axes.flat[3].containers  # the spare axes is switched off
+    assert fig.get_suptitle() == ""  # the caller's figure keeps the caller's title
+
+    one = plt.subplots()[1]
+    assert figures.accuracy_panels(frame(), [], axes=one, title="mine") is one.figure
+    assert one.containers and one.figure.get_suptitle() == "mine"
+    with pytest.raises(ValueError, match="cannot hold 3 panels .*allowed: 3 or more matplotlib Axes"):
+        figures.accuracy_panels(frame(), ["model", "setting"], axes=plt.subplots(1, 2)[1])
+
+
+def test_norms_vs_accuracy_draws_into_the_callers_axes():
+    fig, (l2, linf) = plt.subplots(1, 2)
+    assert figures.norms_vs_accuracy(frame(), 4 / 255, axes=(l2, linf)) is fig
+    assert {tuple(p) for c in l2.collections for p in c.get_offsets()} >= {(1.5, 70.0), (9.0, 60.0)}
+    assert {tuple(p) for c in linf.collections for p in c.get_offsets()} >= {(1.0, 60.0), (4.0, 60.0)}
+
+
+def test_loss_surfaces_draw_into_the_callers_3d_axes_of_a_subfigure():
+    axis, values = surfaces()
+    fig = plt.figure()
+    left, right = fig.subfigures(1, 2)
+    axes = [right.add_subplot(1, 2, i + 1, projection="3d") for i in range(2)]
+    assert figures.loss_surfaces(axis, values, axes=axes) is fig  # the Figure, not the subfigure
+    assert all(ax.collections for ax in axes) and not left.axes
+    with pytest.raises(ValueError, match=r"projection \['rectilinear'\].*allowed: axes made with projection='3d'"):
+        figures.loss_surfaces(axis, values, axes=plt.subplots(1, 2)[1])
+
+
+def test_fig2_command_writes_png_and_pdf(tmp_path, capsys):
+    assert figures.main(["fig2", str(tmp_path)]) == 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["fig2.pdf", "fig2.png"] and not plt.get_fignums()

@@ -105,3 +105,42 @@ def test_stale_and_mixed_results_are_flagged_by_the_report(tmp_path, capsys):
     df = collect.collect(tmp_path / "sweep")[0]
     assert provenance.provenance_note(df) == " [MIXED CODE VERSIONS: 3] [CIFAR-10 TRAINED WITHOUT AUGMENTATION: 1 runs]"
     assert provenance.provenance_note(df[df["run_dir"].str.endswith("new")]) == ""
+
+
+def test_records_parquet_holds_the_csvs_values_in_typed_columns(tmp_path):
+    """records.parquet beside records.csv: every column typed and nullable (no object column),
+    the values those of the CSV, including columns that mix numbers and words or hold lists."""
+    import pandas as pd
+
+    from blf.report import collect
+
+    run = tmp_path / "sweep" / "run"
+    (run / ".hydra").mkdir(parents=True)
+    (run / ".hydra" / "config.yaml").write_text("trainer: {epochs: 1}\n")
+    identity = {"dataset": "mnist", "model": "2c2f", "head": "blf", "gamma": 1.0, "lam": None, "seed": 0, "synthetic": True}
+    rows = [row(eps=0.0, accuracy=99.5, **identity, **{"attack.rand_init": True, "attack.target": None}),
+            row(eps=1 / 3, accuracy=70.0, **identity, **{"attack.rand_init": False, "attack.target": None}),
+            {**identity, "kind": "integrity", "check": "pgd_convergence", "status": "PASS", "value": 0.25, "threshold": 1.0,
+             "detail": 'gap_max 5% & "more"'},
+            {**identity, "kind": "integrity", "check": "label_leak", "status": "SKIP", "value": "n/a", "threshold": None},
+            {**identity, "kind": "worst_case", "eps": 1 / 3, "accuracy": 65.0, "attacks": ["pgd", "spsa"]}]
+    storage.write_jsonl(run / "results.jsonl", rows)
+    df, jobs = collect.collect(tmp_path / "sweep")
+    collect.write(df, jobs, tmp_path / "out")
+
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["jobs.csv", "records.csv", "records.parquet"]
+    back = pd.read_parquet(tmp_path / "out" / "records.parquet")
+    types = {name: str(dtype) for name, dtype in back.dtypes.items()}
+    assert not [name for name, dtype in types.items() if dtype in ("object", "str")]  # typed, nullable: no object
+    assert {name: types[name] for name in ("seed", "eps", "accuracy", "n", "lam", "attack.target", "synthetic",
+                                           "attack.rand_init", "kind", "value", "attacks")} == {
+        "seed": "Int64", "eps": "Float64", "accuracy": "Float64", "n": "Float64", "lam": "Float64",
+        "attack.target": "Float64", "synthetic": "boolean", "attack.rand_init": "boolean", "kind": "string",
+        "value": "string", "attacks": "string"}
+    csv = (tmp_path / "out" / "records.csv").read_text()
+    assert back.to_csv(index=False) == csv  # the same values, spelled the same
+    assert back["eps"].iloc[1] == 1 / 3 and back["value"].tolist()[2:4] == ["0.25", "n/a"]
+    assert back["attack.rand_init"].tolist()[:3] == [True, False, pd.NA] and back["attacks"].iloc[4] == "['pgd', 'spsa']"
+    read = pd.read_csv(tmp_path / "out" / "records.csv")
+    for name in ("seed", "eps", "accuracy", "threshold"):
+        assert back[name].astype(float).tolist() == pytest.approx(read[name].tolist(), nan_ok=True), name

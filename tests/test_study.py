@@ -102,8 +102,9 @@ def test_study_runs_grid_selection_seeds_and_report_with_joblib(tmp_path, capsys
     assert len(jobs) == 5 and set(jobs["status"]) == {"complete"}
     chosen = pd.read_csv(tmp_path / "results" / "selection.csv")
     assert sorted(chosen["method"]) == ["BLF", "Baseline"] and set(chosen.loc[chosen["method"] == "BLF", "hp_value"]) <= {0.5, 1.0}
-    for name in ("fig3.png", "fig3.pdf", "fig3.md", "fig3.tex", "records.csv", "selection.md"):
+    for name in ("fig3.png", "fig3.pdf", "fig3.md", "fig3.tex", "records.csv", "records.parquet", "selection.md"):
         assert (tmp_path / "results" / name).is_file(), name
+    assert len(pd.read_parquet(tmp_path / "results" / "records.parquet")) == len(pd.read_csv(tmp_path / "results" / "records.csv"))
     table = (tmp_path / "results" / "fig3.md").read_text()
     assert "BLF (gamma=" in table and "Baseline" in table and "[SYNTHETIC DATA: mnist]" in table.splitlines()[0]
 

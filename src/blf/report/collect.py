@@ -2,18 +2,21 @@
 
     python -m blf.report <sweep folder> <output folder> [--title TEXT]
 
-writes `records.csv` (every record of every run), `jobs.csv` (one line per run folder: its
-overrides, epochs done, and whether it finished), `accuracy.md` and `accuracy_vs_eps.png/.pdf`
-into the output folder, and prints the accuracy table. Unfinished or failed runs are reported,
-never fatal.
+writes `records.csv` and `records.parquet` (every record of every run; the Parquet file with
+typed columns), `jobs.csv` (one line per run folder: its overrides, epochs done, and whether it
+finished), `accuracy.md` and `accuracy_vs_eps.png/.pdf` into the output folder, and prints
+the accuracy table. Unfinished or failed runs are reported, never fatal.
 """
 
 from __future__ import annotations
 
 import argparse
+import io
+import numbers
 import sys
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import yaml
 
@@ -66,9 +69,44 @@ def report_jobs(jobs: pd.DataFrame) -> str:
     return "\n".join(lines)
 
 
+def _kind_of_value(value) -> str:
+    if isinstance(value, (bool, np.bool_)):
+        return "bool"
+    if isinstance(value, numbers.Integral):
+        return "int"
+    if isinstance(value, numbers.Real):
+        return "float"
+    return "text"
+
+
+def typed_column(column: pd.Series) -> pd.Series:
+    """One nullable type for a record column, from the values it holds: boolean, Int64, Float64
+    (also for a column with no value at all, as pandas reads an empty CSV column) or string. A
+    column that mixes kinds (an integrity check's value: a number or a word) or holds lists
+    becomes text spelled as records.csv spells it."""
+    kinds = {_kind_of_value(value) for value in column.dropna()}
+    if kinds == {"bool"}:
+        return column.astype("boolean")
+    if kinds == {"int"}:
+        return column.astype("Int64")
+    if kinds <= {"int", "float"}:
+        return column.astype("Float64")
+    # Words, and whatever mixes kinds: str() of each value, as to_csv writes it.
+    return column.astype("string")
+
+
+def typed(df: pd.DataFrame) -> pd.DataFrame:
+    """`df` with a typed, nullable column for each column (typed_column): what Parquet stores."""
+    return pd.DataFrame({name: typed_column(df[name]) for name in df.columns}, index=df.index)
+
+
 def write(df: pd.DataFrame, jobs: pd.DataFrame, out: Path) -> None:
+    """records.csv, records.parquet (the same records, typed) and jobs.csv, each atomically."""
     out.mkdir(parents=True, exist_ok=True)
     storage.write_text(out / "records.csv", df.to_csv(index=False))
+    parquet = io.BytesIO()
+    typed(df).to_parquet(parquet, index=False)
+    storage.write_bytes(out / "records.parquet", parquet.getvalue())
     storage.write_text(out / "jobs.csv", jobs.to_csv(index=False))
 
 
@@ -92,8 +130,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"!! {note}", file=sys.stderr)
     table = tables.accuracy_table(df)
     storage.write_text(args.out / "accuracy.md", table + "\n")
-    figures.accuracy_panels(df, [], args.out / "accuracy_vs_eps", title=args.title + provenance.synthetic_note(df)
-                            + provenance.provenance_note(df))
+    drawn = figures.accuracy_panels(df, [], title=args.title + provenance.synthetic_note(df) + provenance.provenance_note(df))
+    figures.save(drawn, args.out / "accuracy_vs_eps", close=True)
     print(table)
     print(f"records, table and figure: {args.out}/")
     return 0

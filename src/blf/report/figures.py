@@ -1,45 +1,73 @@
 """Figures, computed from functions (Fig. 2) or from record frames (accuracy curves).
 
-Every figure is written as PNG and PDF.
+Each plotting function draws into the axes it is given (or into a new figure) and returns the
+Figure; `save` writes a figure as PNG and PDF. The study report calls both, so a notebook can
+draw the same figure into a panel of its own.
 """
 
 from __future__ import annotations
 
+import io
+from collections.abc import Iterable
 from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg")  # files only; no display needed
-import matplotlib.pyplot as plt  # noqa: E402
-import pandas as pd  # noqa: E402
-import torch  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+import torch
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
 
 from blf.nn import heads
-from blf.report import labels  # noqa: E402
+from blf.report import labels
+from blf.run import storage
 from blf.run.records import Kind, same_eps
 
-SYMBOLS = {"lam": "$\\lambda$", "alpha": "$\\alpha$", "beta": "$\\beta$", "gamma": "$\\gamma$"}
+# Legends spell the hyper-parameters as the paper does.
+SYMBOLS = {name: f"${symbol}$" for name, symbol in labels.LATEX_SYMBOLS.items()}
 
 
-def save(fig, path: Path) -> list[Path]:
+def save(fig: Figure, path: Path, close: bool = False) -> list[Path]:
+    """Write `fig` to `path` with the suffixes .png and .pdf (atomically), and return the files;
+    `close` releases the figure afterwards (the report draws many)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     written = []
     for suffix in (".png", ".pdf"):
         target = path.with_suffix(suffix)
-        tmp = target.with_name(f".{target.name}.tmp{suffix}")
-        fig.savefig(tmp, dpi=150, bbox_inches="tight")
-        tmp.replace(target)
+        buffer = io.BytesIO()
+        fig.savefig(buffer, format=suffix[1:], dpi=150, bbox_inches="tight")
+        storage.write_bytes(target, buffer.getvalue())
         written.append(target)
-    plt.close(fig)
+    if close:
+        plt.close(fig)
     return written
 
 
-def blf_vs_tanh(path: Path, z_range: float = 8.0) -> list[Path]:
+def _root(ax: Axes) -> Figure:
+    # An axes of a subfigure belongs to the subfigure; callers get the Figure they can save.
+    return ax.get_figure(root=True)
+
+
+def _given_axes(axes: Axes | Iterable[Axes], needed: int, what: str, projection: str | None = None) -> list[Axes]:
+    """The caller's axes as a flat list, at least `needed` of them, all of one figure."""
+    given = [axes] if isinstance(axes, Axes) else list(np.asarray(axes, dtype=object).flat)
+    if len(given) < needed or not all(isinstance(ax, Axes) for ax in given):
+        raise ValueError(f"axes={axes!r} cannot hold {what}; allowed: {needed} or more matplotlib Axes "
+                         f"(e.g. plt.subplots(1, {needed})[1])")
+    if len({id(_root(ax)) for ax in given}) > 1:
+        raise ValueError(f"axes={axes!r} belong to different figures; allowed: axes of one figure")
+    if projection and any(ax.name != projection for ax in given[:needed]):
+        raise ValueError(f"axes of projection {sorted({ax.name for ax in given[:needed]})} cannot hold {what}; "
+                         f"allowed: axes made with projection={projection!r}")
+    return given
+
+
+def blf_vs_tanh(*, z_range: float = 8.0, ax: Axes | None = None) -> Figure:
     """Fig. 2: BLF and tanh, with BLF's extrema (Theorem 3) marked."""
+    if ax is None:
+        _, ax = plt.subplots(figsize=(5.0, 3.4))
     z = torch.linspace(-z_range, z_range, 2001, dtype=torch.float64)
     z_star, g_star = heads.blf_extremum()
-    fig, ax = plt.subplots(figsize=(5.0, 3.4))
     ax.plot(z, heads.blf(z), label="BLF $g(z)$ (eq. 5)", color="C3", lw=2)
     ax.plot(z, torch.tanh(z), label="tanh$(z)$", color="C0", lw=1.5, ls="--")
     for sign in (1, -1):
@@ -54,10 +82,10 @@ def blf_vs_tanh(path: Path, z_range: float = 8.0) -> list[Path]:
     ax.set_title("Fig. 2: BLF vs tanh (BLF has finite extrema)", fontsize=10)
     ax.legend(loc="upper left", fontsize=8)
     ax.grid(alpha=0.3)
-    return save(fig, path)
+    return _root(ax)
 
 
-def _curves(ax, curve: pd.DataFrame, per255: bool) -> None:
+def _curves(ax: Axes, curve: pd.DataFrame, per255: bool) -> None:
     curve = curve.assign(label=curve.apply(lambda row: labels.label(row, SYMBOLS), axis=1))
     several_attacks = curve["attack"].nunique() > 1
     for (label, attack), group in sorted(curve.groupby(["label", "attack"]), key=lambda item: (labels.method_key(item[0][0]), item[0])):
@@ -73,34 +101,50 @@ def _curves(ax, curve: pd.DataFrame, per255: bool) -> None:
     ax.legend(fontsize=6)
 
 
-def accuracy_panels(df: pd.DataFrame, facets: list[str], path: Path, title: str = "") -> list[Path]:
+def accuracy_panels(df: pd.DataFrame, facets: list[str], *, title: str = "",
+                    axes: Axes | Iterable[Axes] | None = None) -> Figure:
     """Figs. 3, 4, 5, 7: one panel per facet combination (e.g. model x setting), accuracy
-    against eps, one line per method (and attack), mean and std over seeds."""
+    against eps, one line per method (and attack), mean and std over seeds. `axes`: one per
+    panel, in the paper's panel order (axes left over are switched off)."""
     curve = labels.annotate(df[df["kind"] == Kind.ROBUSTNESS])
     panels = [((k,) if not isinstance(k, tuple) else k, g) for k, g in curve.groupby(facets)] if facets else [((), curve)]
     panels.sort(key=lambda item: [labels.facet_key(f, v) for f, v in zip(facets, item[0])])
-    cols = min(len(panels), 2)
-    rows = -(-len(panels) // cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(5.2 * cols, 3.8 * rows), squeeze=False)
-    for ax, (key, group) in zip(axes.flat, panels):
+    own = axes is None
+    if own:
+        cols = min(len(panels), 2)
+        rows = -(-len(panels) // cols)
+        axes = plt.subplots(rows, cols, figsize=(5.2 * cols, 3.8 * rows), squeeze=False)[1]
+    axes = _given_axes(axes, len(panels), f"{len(panels)} panels ({', '.join(facets) or 'one panel'})")
+    for ax, (key, group) in zip(axes, panels):
         _curves(ax, group, per255=set(group["dataset"]) == {"cifar10"})
         ax.set_title(", ".join(labels.facet_label(f, k) for f, k in zip(facets, key)), fontsize=9)
-    for ax in list(axes.flat)[len(panels):]:
+    for ax in axes[len(panels):]:
         ax.axis("off")
-    fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
-    return save(fig, path)
+    return _finish(axes[0], title, own)
 
 
-def norms_vs_accuracy(df: pd.DataFrame, path: Path, eps: float, title: str = "") -> list[Path]:
-    """Fig. 1: mean L2 (top) and L-infinity (bottom) norms of the logits gamma*g(z) (and of
-    the pre-logits z for tanh and BLF) against PGD accuracy at `eps`, one point per run."""
+def _finish(ax: Axes, title: str, own: bool) -> Figure:
+    # A caller's figure keeps the caller's layout; only a figure made here is laid out here.
+    if title or own:
+        ax.figure.suptitle(title, fontsize=10)
+    if own:
+        ax.figure.tight_layout()
+    return _root(ax)
+
+
+def norms_vs_accuracy(df: pd.DataFrame, eps: float, *, title: str = "",
+                      axes: Iterable[Axes] | None = None) -> Figure:
+    """Fig. 1: mean L2 (first axes) and L-infinity (second) norms of the logits gamma*g(z) (and
+    of the pre-logits z for tanh and BLF) against PGD accuracy at `eps`, one point per run."""
     annotated = labels.annotate(df)
     robust = annotated[(annotated["kind"] == Kind.ROBUSTNESS) & (annotated["attack"] == "pgd") & same_eps(annotated["eps"], eps)]
     norms = annotated[annotated["kind"] == Kind.NORMS]
     # One frame holds every kind of record: the norm rows carry an empty accuracy column.
     merged = norms.drop(columns=["accuracy"], errors="ignore").merge(robust[["run_dir", "accuracy"]], on="run_dir")
-    fig, axes = plt.subplots(2, 1, figsize=(5.2, 6.4), sharey=True)
+    own = axes is None
+    if own:
+        axes = plt.subplots(2, 1, figsize=(5.2, 6.4), sharey=True)[1]
+    axes = _given_axes(axes, 2, "the L2 and L-infinity panels")
     for ax, p in zip(axes, ("l2", "linf")):
         for m, group in sorted(merged.groupby("method"), key=lambda item: labels.method_key(item[0])):
             ax.scatter(group[f"logit_{p}"], group["accuracy"], label=m, s=18)
@@ -110,28 +154,33 @@ def norms_vs_accuracy(df: pd.DataFrame, path: Path, eps: float, title: str = "")
         ax.set_ylabel(f"accuracy (%), PGD eps={eps * 255:.0f}/255")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
-    fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
-    return save(fig, path)
+    return _finish(axes[0], title, own)
 
 
-def loss_surfaces(axis: torch.Tensor, surfaces: torch.Tensor, path: Path, title: str = "") -> list[Path]:
-    """Figs. 8-16: one 3-D loss surface per data point, axes in units of 1/255."""
+def loss_surfaces(axis: torch.Tensor, surfaces: torch.Tensor, *, title: str = "",
+                  axes: Iterable[Axes] | None = None) -> Figure:
+    """Figs. 8-16: one 3-D loss surface per data point, axes in units of 1/255. `axes`: one 3-D
+    axes (projection="3d") per data point."""
     k = surfaces.shape[0]
-    cols = min(k, 4)
-    rows = -(-k // cols)
-    fig = plt.figure(figsize=(3.2 * cols, 3.0 * rows))
+    own = axes is None
+    if own:
+        cols = min(k, 4)
+        rows = -(-k // cols)
+        fig = plt.figure(figsize=(3.2 * cols, 3.0 * rows))
+        axes = [fig.add_subplot(rows, cols, i + 1, projection="3d") for i in range(k)]
+    axes = _given_axes(axes, k, f"{k} loss surfaces", projection="3d")
     e1, e2 = torch.meshgrid(axis * 255, axis * 255, indexing="ij")
-    for i in range(k):
-        ax = fig.add_subplot(rows, cols, i + 1, projection="3d")
+    for i, ax in enumerate(axes[:k]):
         ax.plot_surface(e1.numpy(), e2.numpy(), surfaces[i].numpy(), cmap="viridis", linewidth=0, antialiased=False)
         spread = float(surfaces[i].max() - surfaces[i].min())
         ax.set_title(f"Data No.{i + 1} (max-min {spread:.3g})", fontsize=8)
         ax.set_xlabel("$\\varepsilon_1$ (/255)", fontsize=7)
         ax.set_ylabel("$\\varepsilon_2$ (/255)", fontsize=7)
         ax.tick_params(labelsize=6)
-    fig.suptitle(f"Input loss surfaces: {title}", fontsize=10)
-    return save(fig, path)
+    ax = axes[0]
+    if title or own:
+        ax.figure.suptitle(f"Input loss surfaces: {title}", fontsize=10)
+    return _root(ax)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -141,7 +190,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("figure", choices=["fig2"])
     parser.add_argument("out", type=Path, help="output folder")
     args = parser.parse_args(argv)
-    for path in blf_vs_tanh(args.out / "fig2"):
+    for path in save(blf_vs_tanh(), args.out / "fig2", close=True):
         print(path)
     return 0
 

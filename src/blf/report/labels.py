@@ -18,6 +18,10 @@ FACET_ORDER = {"model": ["2c2f", "4c3f", "resnet18", "wrn34_10"], "setting": ["S
 
 
 MODEL_LABELS = {"2c2f": "2C2F", "4c3f": "4C3F", "resnet18": "RN18", "wrn34_10": "WRN"}  # the paper's names
+# How the paper writes the hyper-parameters and the budget (figures and LaTeX tables); `lam` is
+# the config's spelling of lambda.
+LATEX_SYMBOLS = {"gamma": r"\gamma", "lam": r"\lambda", "lambda": r"\lambda", "alpha": r"\alpha", "beta": r"\beta",
+                 "eps": r"\varepsilon"}
 
 
 def facet_label(facet: str, value) -> str:

@@ -29,14 +29,14 @@ def write_table(table: pd.DataFrame, path: Path, title: str, notes: list[str] = 
 def curves(final: pd.DataFrame, spec: Mapping, path: Path, title: str) -> list[Path]:
     """Figs. 3, 4, 5, 7 (and the demo): accuracy against eps, one panel per facet value."""
     facets = list(spec.get("facets") or [])
-    written = figures.accuracy_panels(final, facets, path, title)
+    written = figures.save(figures.accuracy_panels(final, facets, title=title), path, close=True)
     return [*written, *write_table(tables.curve_table(final, facets), path, f"{title}: accuracy (%), mean ± std over seeds",
                                    tables.integrity_notes(final, tables.failed_checks(final)))]
 
 
 def norms(final: pd.DataFrame, spec: Mapping, path: Path, title: str) -> list[Path]:
     """Fig. 1: logit and pre-logit norms against PGD accuracy at `norm_eps`."""
-    return figures.norms_vs_accuracy(final, path, eps=spec["norm_eps"], title=title)
+    return figures.save(figures.norms_vs_accuracy(final, spec["norm_eps"], title=title), path, close=True)
 
 
 def attack_table(final: pd.DataFrame, spec: Mapping, path: Path, title: str) -> list[Path]:
@@ -73,7 +73,8 @@ def loss_surfaces(final: pd.DataFrame, spec: Mapping, path: Path, title: str) ->
         caption = (f"{labels.facet_label('model', first['model'])} {run['setting']}, {run['method']}, {first['dataset']}"
                    f"{provenance.synthetic_note(rows)}")
         name = safe_name(f"{run['model']}_{run['setting']}_{run['method']}")
-        written += figures.loss_surfaces(saved["axis"], saved["surfaces"], path.parent / "loss_surfaces" / name, title=caption)
+        drawn = figures.loss_surfaces(saved["axis"], saved["surfaces"], title=caption)
+        written += figures.save(drawn, path.parent / "loss_surfaces" / name, close=True)
     return written
 
 

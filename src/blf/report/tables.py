@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -129,10 +130,41 @@ def to_markdown(table: pd.DataFrame, title: str = "") -> str:
     return "\n".join(lines) + "\n"
 
 
+# Characters LaTeX reads as markup, written as text; and the two marks tables put beside numbers.
+_LATEX_TEXT = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_", "{": r"\{",
+               "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}", "±": r"$\pm$", FAILED_MARK.strip(): r"$^\dagger$"}
+_LATEX_SPECIAL = re.compile("|".join(map(re.escape, _LATEX_TEXT)))
+# A hyper-parameter or budget with its value, as labels.label and eps_label write them: gamma=1, eps=8/255.
+_SYMBOL_VALUE = re.compile(rf"\b({'|'.join(labels.LATEX_SYMBOLS)})=([-+]?[0-9][0-9./eE+-]*)")
+
+
+def latex_text(value, header: bool = False) -> str:
+    """`value` as LaTeX: hyper-parameters and budgets in math mode (`eps=8/255` ->
+    `$\\varepsilon = 8/255$`, `BLF (gamma=1)` -> `BLF ($\\gamma = 1$)`), a header that is a symbol's
+    name (`eps`) as the symbol, and everything else escaped (`pgd_convergence`, `5%`)."""
+    text = str(value)
+    if header and text in labels.LATEX_SYMBOLS:
+        return f"${labels.LATEX_SYMBOLS[text]}$"
+    parts, start = [], 0
+    for match in _SYMBOL_VALUE.finditer(text):
+        parts += [_escape(text[start:match.start()]), f"${labels.LATEX_SYMBOLS[match[1]]} = {match[2]}$"]
+        start = match.end()
+    return "".join(parts) + _escape(text[start:])
+
+
+def _escape(text: str) -> str:
+    return _LATEX_SPECIAL.sub(lambda special: _LATEX_TEXT[special[0]], text)
+
+
 def to_latex(table: pd.DataFrame, caption: str = "") -> str:
-    escaped = table.map(lambda v: str(v).replace("±", "$\\pm$"))
-    body = escaped.to_latex(escape=False, column_format="l" + "c" * len(table.columns))
-    return (f"% {caption}\n" if caption else "") + body
+    """`table` as a booktabs tabular (the document needs \\usepackage{booktabs}), row labels
+    left, cells centred, `caption` as a comment above it."""
+    head = [latex_text(table.index.name or "", header=True), *(latex_text(c, header=True) for c in table.columns)]
+    lines = [f"% {line}" for line in caption.splitlines()]
+    lines += [rf"\begin{{tabular}}{{l{'c' * len(table.columns)}}}", r"\toprule", " & ".join(head) + r" \\", r"\midrule"]
+    lines += [" & ".join(latex_text(v) for v in (index, *row)) + r" \\" for index, row in zip(table.index, table.values)]
+    lines += [r"\bottomrule", r"\end{tabular}"]
+    return "\n".join(lines) + "\n"
 
 
 def curve_table(df: pd.DataFrame, facets: Sequence[str], decimals: int = 1) -> pd.DataFrame:

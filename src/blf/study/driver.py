@@ -9,7 +9,7 @@
 2. selection (selection.py) over the grid's records: the paper's protocol, the table's attack,
    or none; `transfer` reuses a model's choice for another (WRN takes ResNet-18's);
 3. seeds: the selected settings as multiruns over the seeds;
-4. report: records -> `results/<name>/<profile>/` (records.csv, jobs.csv, selection.md/.csv,
+4. report: records -> `results/<name>/<profile>/` (records.csv/.parquet, jobs.csv, selection.md/.csv,
    the figure as PNG and PDF, tables as Markdown and LaTeX; blf.report.renderers).
 
 Runs land in `multirun/<name>/<profile>/<run name>`; rerunning the command skips finished
