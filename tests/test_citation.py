@@ -5,13 +5,9 @@ import datetime
 import re
 import tomllib
 
-import pytest
 import yaml
 
 from conftest import REPO
-
-# The paper's text, where the repository has it beside itself: title on the first line, then the authors.
-PAPER_TEXT = REPO.parent / "shared" / "paper" / "blf-paper.txt"
 
 
 def citation() -> dict:
@@ -43,12 +39,3 @@ def test_the_preferred_citation_is_the_paper():
     names = [f"{a['given-names']} {a['family-names']}" for a in paper["authors"]]
     assert names == ["Sekitoshi Kanai", "Masanori Yamada", "Shin'ya Yamaguchi", "Hiroshi Takahashi", "Yasutoshi Ida"]
 
-
-@pytest.mark.skipif(not PAPER_TEXT.is_file(), reason="the paper's text is not beside the repository")
-def test_the_preferred_citation_has_the_papers_title_line_and_authors():
-    title, _, author_line = PAPER_TEXT.read_text().splitlines()[:3]
-    paper = citation()["preferred-citation"]
-    assert paper["title"] == title.strip()
-    # The author line marks affiliations with superscripts: ¹, ², ^{1,3}.
-    authors = [name.strip() for name in re.sub(r"[¹²³]|\^\{[\d,]+\}", "", author_line).split(",") if name.strip()]
-    assert [f"{a['given-names']} {a['family-names']}" for a in paper["authors"]] == authors
