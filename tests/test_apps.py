@@ -405,13 +405,14 @@ def test_compile_is_applied_to_the_training_steps(tmp_path, monkeypatch):
     assert len(compiled) == 1 and compiled[0].calls == 8  # every step of the epoch (256 images / 32)
 
 
-def test_compiled_training_matches_the_plain_run(tmp_path, monkeypatch):
+def test_compiled_training_matches_the_plain_run(tmp_path):
     """trainer.compile=true with the real torch.compile: the numbers match eager execution
     (with dropout drawn by eager's RNG: inductor's own random numbers differ by design)."""
     import torch._inductor.config
 
-    monkeypatch.setattr(torch._inductor.config, "fallback_random", True)
-    (a,) = train(tmp_path / "compiled", "trainer.compile=true", "trainer.epochs=1").progress.history
+    # The config module's own patch: monkeypatch's undo would hide the setting from torch afterwards.
+    with torch._inductor.config.patch(fallback_random=True):
+        (a,) = train(tmp_path / "compiled", "trainer.compile=true", "trainer.epochs=1").progress.history
     (b,) = train(tmp_path / "eager", "trainer.epochs=1").progress.history
     assert a["train_loss"] == pytest.approx(b["train_loss"], rel=1e-4)
     assert a["test_acc"] == pytest.approx(b["test_acc"], abs=2.0)
