@@ -18,7 +18,7 @@ study = $(PY) -m blf.study $(1) --profile $(PROFILE) --launcher $(LAUNCHER) --jo
 
 .DEFAULT_GOAL := help
 .PHONY: help install demo test test-all bench fig1 fig2 fig3 fig4 fig5 fig7 table1 table2 table3 table4 table5 \
-	paper mnist-2c2f wandb-sync lint
+	paper mnist-2c2f wandb-sync lint gpu-wheels gpu-check
 
 help: ## List the targets
 	@grep -hE '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -45,6 +45,27 @@ test-all: install ## All tests, including those marked slow
 
 bench: install ## Throughput benchmarks; writes bench/latest.json
 	$(PY) benchmarks/bench.py --out bench/latest.json
+
+# The GPU check runs with the GPU machine's own Python and torch (GPU_PYTHON), whatever their
+# versions; what that Python lacks (hydra-core, omegaconf and antlr4 for the check; advertorch and
+# pyautoattack for evaluations) comes from gpu-wheels/, made where pip works (pure-Python wheels).
+GPU_PYTHON ?= python3
+GPU_WHEELS := gpu-wheels
+GPU_SITE := .gpu-site
+GPU_PACKAGES = $(shell grep -E '^(hydra-core|omegaconf|advertorch|pyautoattack)==' requirements.txt | cut -d' ' -f1) \
+	antlr4-python3-runtime==4.9.3
+GPU_CHECK_ARGS ?=
+
+gpu-wheels: ## Wheels of the packages a GPU machine's Python lacks -> gpu-wheels/ (git-ignored; copy it along)
+	$(PYTHON) -m pip wheel --quiet --no-deps --wheel-dir $(GPU_WHEELS) $(GPU_PACKAGES)
+	@ls -1 $(GPU_WHEELS)
+
+gpu-check: ## Paper-scale training cost on this CUDA machine in < 8 min -> bench/gpu-check.json (GPU_PYTHON=python3)
+	@if ! $(GPU_PYTHON) -c "import hydra, omegaconf" 2>/dev/null; then \
+	  ls $(GPU_WHEELS)/*.whl >/dev/null 2>&1 || { echo "error: $(GPU_PYTHON) lacks hydra-core and omegaconf and $(GPU_WHEELS)/ holds no wheels; allowed: make gpu-wheels where pip works, then copy $(GPU_WHEELS)/ here" >&2; exit 2; }; \
+	  $(GPU_PYTHON) -m pip install --quiet --no-index --no-deps --no-compile --upgrade --target $(GPU_SITE) $(GPU_WHEELS)/*.whl; \
+	fi
+	PYTHONPATH=src:$(GPU_SITE) $(GPU_PYTHON) benchmarks/gpu_check.py --out bench/gpu-check.json $(GPU_CHECK_ARGS)
 
 fig1: install ## Fig. 1: logit/pre-logit norms vs PGD accuracy, ResNet-18 CIFAR-10 -> results/fig1/<profile>/
 	$(call study,fig1)
