@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 export PYTHONPATH := src
 export WANDB_MODE ?= offline
-# Reproduction targets: PROFILE=paper (default) or smoke; LAUNCHER=basic|joblib|submitit_local|slurm;
+# Reproduction targets: PROFILE=paper (default) or smoke; LAUNCHER=basic|joblib|submitit_local|slurm|slurm_cpu;
 # OVERRIDES="key=value ..." go to every job (hydra.launcher.* included), e.g.
 #   make fig4 LAUNCHER=slurm OVERRIDES="hydra.launcher.gpus_per_node=0 hydra.launcher.partition=cpu"
 PROFILE ?= paper
@@ -18,7 +18,7 @@ study = $(PY) -m blf.study $(1) --profile $(PROFILE) --launcher $(LAUNCHER) --jo
 
 .DEFAULT_GOAL := help
 .PHONY: help install demo test test-all bench fig1 fig2 fig3 fig4 fig5 fig7 table1 table2 table3 table4 table5 \
-	paper mnist-2c2f wandb-sync lint gpu-wheels gpu-check
+	paper mnist-2c2f wandb-sync lint gpu-wheels gpu-check test-slurm
 
 help: ## List the targets
 	@grep -hE '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -38,10 +38,14 @@ demo: install ## MNIST: train 2C2F baseline and 2C2F+BLF, PGD over the eps grid,
 	$(PY) -m blf.study demo --sweep-dir multirun/demo --out-dir results/demo $(OVERRIDES)
 
 test: install ## Fast test suite (a few minutes on 2 CPU cores)
-	$(PY) -m pytest -m "not slow"
+	$(PY) -m pytest -m "not slow and not slurm"
 
-test-all: install ## All tests, including those marked slow
-	$(PY) -m pytest
+test-all: install ## All tests, including those marked slow (not the SLURM ones: make test-slurm)
+	$(PY) -m pytest -m "not slurm"
+
+test-slurm: install ## Brings up a single-node SLURM (Debian, root), runs the tests marked slurm, stops it again
+	tools/slurm/local-cluster.sh up
+	$(PY) -m pytest -m slurm tests/test_slurm.py; status=$$?; tools/slurm/local-cluster.sh down; exit $$status
 
 bench: install ## Throughput benchmarks; writes bench/latest.json
 	$(PY) benchmarks/bench.py --out bench/latest.json

@@ -25,7 +25,7 @@ def test_citation_cff_has_the_required_keys_and_agrees_with_the_project():
     assert cff["title"].startswith("blf: ") and cff["authors"] == [{"name": "The blf authors"}]
     project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
     assert cff["version"] == project["version"] == "0.1.0"
-    assert cff["license"] == project["license"]["text"] == "MIT"
+    assert cff["license"] == project["license"] == "MIT"
     assert cff["date-released"] == datetime.date(2026, 11, 26)
     license_text = (REPO / "LICENSE").read_text()
     assert license_text.startswith("MIT License\n") and "Copyright (c) 2026 The blf authors" in license_text

@@ -125,6 +125,22 @@ def test_study_runs_grid_selection_seeds_and_report_with_joblib(tmp_path, capsys
     assert not again.finished(grid[0])
 
 
+def test_the_driver_shows_progress_and_names_unfinished_runs_with_their_logs(tmp_path, capsys):
+    s = small_study(tmp_path)
+    s.extra += ["optim.lr=1e30", "optim.momentum=0.9"]  # the loss overflows: every job fails in training
+    with open_dict(s.cfg):
+        s.cfg.study.grid = {"blf": {"model": "2c2f", "training": "standard", "head": "blf", "head.gamma": "0.5,1.0"}}
+    s.spec = s.cfg.study
+    s.grid()
+    err = capsys.readouterr().err
+    assert "[grid] 0/2 runs finished" in err
+    folders = s.folders(s.grid_overrides()[0])
+    for folder in folders:
+        assert f"!! not finished: {folder} (logs: {folder / 'train.log'})" in err
+        assert "NonFiniteLossError" in (folder / "train.log").read_text() or "non-finite" in (folder / "train.log").read_text()
+    assert len(s.failures) == 1 and "1 multirun(s) failed" not in err  # the run's summary comes at the report
+
+
 def test_submitit_local_sweep(tmp_path):
     sweep = tmp_path / "sweep"
     result = run_app("train.py", "-m", *TINY, "trainer.epochs=1", "seed=0,1", "hydra/launcher=submitit_local",

@@ -7,7 +7,9 @@ in process on composed configs, so they test the path users take.
 
 from __future__ import annotations
 
+import atexit
 import logging
+import os
 import sys
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -15,6 +17,7 @@ from pathlib import Path
 
 import torch
 from hydra.core.hydra_config import HydraConfig
+from hydra.core.utils import JobStatus
 from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
@@ -58,6 +61,25 @@ class FolderWatch(Callback):
             pass
 
 
+class FailedJobStatus(Callback):
+    """Hydra callback (conf/train.yaml, conf/evaluate.yaml): a job that failed under submitit (on
+    SLURM) ends its process with status 1 once submitit has saved its result, so that sacct says
+    FAILED instead of COMPLETED 0:0. The job's result (Hydra's record of the failure) is saved as
+    before, so the multirun still collects every job and reports this one."""
+
+    def on_job_end(self, config, job_return, **kwargs) -> None:
+        if os.environ.get("SUBMITIT_EXECUTOR") and job_return.status == JobStatus.FAILED:
+            atexit.register(_exit_failed)
+
+
+def _exit_failed() -> None:
+    # Other exit handlers may not run after this one: flush what they would have.
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(1)
+
+
 def configure_cpu(threads: int | None) -> None:
     """Cap torch's CPU threads (parallel sweep jobs must not oversubscribe the cores) and keep
     freed memory for reuse (allocator.py)."""
@@ -70,6 +92,8 @@ def train(cfg: DictConfig, run_dir: Path | None = None) -> Outcome:
     """Train the run `cfg` describes in `run_dir` (default: Hydra's run folder), resuming it if
     the folder holds a checkpoint, then evaluate its selected checkpoint."""
     workspace = RunFolder(run_dir or hydra_run_dir())
+    # First, so that a job's launcher log names its run folder even if the job fails (study/progress.py).
+    log.info("run folder: %s", workspace.root)
     configure_cpu(cfg.trainer.threads)
     run = assembly.for_training(cfg)  # every value checked before the folder is touched
     with workspace.locked():
@@ -81,7 +105,7 @@ def train(cfg: DictConfig, run_dir: Path | None = None) -> Outcome:
         workspace.mark_finished(identity.job_key(run.config))
     log.info("best epoch %d: clean test accuracy %.2f%%", progress.best_epoch, progress.best_accuracy)
     log.info("%s", tables.summary(rows))
-    log.info("run folder: %s", workspace.root)
+    log.info("done: %s", workspace.root)
     return Outcome(workspace.root, rows, added, progress)
 
 

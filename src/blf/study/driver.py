@@ -40,6 +40,7 @@ from blf.run import identity, storage, tracking
 from blf.run.folder import RunFolder
 from blf.run.records import OBSERVATION_FIELDS, Kind
 from blf.study import selection, spec
+from blf.study.progress import StageProgress
 from blf.study.spec import REPO
 from blf.study.sweep import LAUNCHERS, expand, launcher_overrides
 
@@ -50,7 +51,8 @@ class Study:
     know the study's default dataset."""
 
     def __init__(self, name: str, profile: str, launcher: str = "basic", jobs: int = 1, dry_run: bool = False,
-                 overrides: list[str] | tuple = (), sweep: Path | None = None, out: Path | None = None):
+                 overrides: list[str] | tuple = (), sweep: Path | None = None, out: Path | None = None,
+                 progress_every: float = 30.0):
         self.experiment, self.profile = name, profile
         self.cfg = spec.load(name, profile)
         self.spec = self.cfg.study
@@ -60,6 +62,8 @@ class Study:
         self.sweep = Path(sweep or REPO / "multirun" / name / profile).resolve()
         self.out = Path(out or REPO / "results" / name / profile).resolve()
         self.failures: list[str] = []
+        self.progress_every = progress_every
+        self.progress = StageProgress("", [], self.sweep)
 
     # --- running ---------------------------------------------------------------------------
 
@@ -79,6 +83,17 @@ class Study:
         return all(w.finished_as() == identity.job_key(C.to_container(spec.run_config(self.experiment, self.profile, job)))
                    for w, job in zip(workspaces, jobs))
 
+    def folders(self, overrides: list[str]) -> list[Path]:
+        """The run folders of a multirun's jobs."""
+        return [self.sweep / identity.run_name(job) for job in self.jobs(overrides)]
+
+    def stage(self, name: str, multiruns: list[list[str]]) -> None:
+        """Launch a stage's multiruns, one after the other, showing the whole stage's progress."""
+        self.progress = StageProgress(name, [f for o in multiruns for f in self.folders(o)], self.sweep,
+                                      self.progress_every)
+        for overrides in multiruns:
+            self.launch(overrides)
+
     def launch(self, overrides: list[str]) -> None:
         command = [sys.executable, str(REPO / "src" / "train.py"), "-m", f"experiment={self.experiment}",
                    f"profile={self.profile}", *overrides, *self.extra, *self.launch_with, f"hydra.sweep.dir={self.sweep}"]
@@ -88,19 +103,26 @@ class Study:
         print("$ " + " ".join(shlex.quote(c) for c in command[1:]), flush=True)
         if self.dry_run:
             return
-        code = subprocess.call(command, cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO / "src")})
-        if code != 0:
+        process = subprocess.Popen(command, cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO / "src")})
+        while True:  # the jobs run elsewhere (a cluster, workers): their folders say how far they are
+            try:
+                code = process.wait(timeout=min(self.progress_every, 10.0))
+                break
+            except subprocess.TimeoutExpired:
+                self.progress.show()
+        self.progress.show(force=True)
+        unfinished = self.progress.report_failures(self.folders(overrides))
+        if code != 0 or unfinished:
             self.failures.append(" ".join(overrides))
-            print(f"!! a multirun exited with status {code}; its finished jobs are kept, the rest is reported below",
-                  file=sys.stderr)
+            print(f"!! a multirun exited with status {code}, {len(unfinished)} of its runs unfinished; its finished runs "
+                  "are kept, and rerunning the command resumes the others", file=sys.stderr)
 
     def check_overrides(self) -> None:
         """Compose one job with the extra overrides, so a bad one fails before anything launches."""
         spec.run_config(self.experiment, self.profile, [o for o in self.extra if not o.startswith("hydra")])
 
     def grid(self) -> None:
-        for overrides in self.grid_overrides():
-            self.launch(overrides)
+        self.stage("grid", self.grid_overrides())
 
     def grid_overrides(self) -> list[list[str]]:
         return spec.grid_overrides(self.cfg, spec.run_config(self.experiment, self.profile).dataset.name)
@@ -136,7 +158,7 @@ class Study:
 
     def seeds(self, chosen: pd.DataFrame) -> None:
         """Each selected setting over the seeds (the first seed's run exists and is skipped)."""
-        done = set()
+        multiruns, done = [], set()
         for _, row in chosen.iterrows():
             source = row["run_dir"] if isinstance(row["run_dir"], str) else None
             if source is None:  # a transferred choice: the source model's run, with the model swapped
@@ -154,7 +176,8 @@ class Study:
             key = tuple(sorted(overrides))
             if key not in done:
                 done.add(key)
-                self.launch(overrides)
+                multiruns.append(overrides)
+        self.stage("seeds", multiruns)
 
     # --- reporting -------------------------------------------------------------------------
 
@@ -261,7 +284,8 @@ class Study:
         if warning := comparison.banner(final):
             print(f"\n!! {warning}\n", file=sys.stderr)
         if self.failures:
-            print(f"!! {len(self.failures)} multirun(s) failed; see jobs.csv", file=sys.stderr)
+            print(f"!! {len(self.failures)} multirun(s) failed or left runs unfinished (listed above with their logs); "
+                  "see jobs.csv", file=sys.stderr)
         return 1 if self.failures else 0
 
 
@@ -285,13 +309,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--jobs", type=positive, default=2, help="parallel jobs for --launcher joblib")
     parser.add_argument("--stage", default="all", choices=["all", "grid", "seeds", "report"])
     parser.add_argument("--dry-run", action="store_true", help="print the multiruns without running them")
+    parser.add_argument("--progress-every", type=float, default=30.0, metavar="SECONDS",
+                        help="how often the progress line repeats while jobs run (it also shows on every change)")
     parser.add_argument("--sweep-dir", type=Path, help="where the runs go (default multirun/<experiment>/<profile>)")
     parser.add_argument("--out-dir", type=Path, help="where records, figures and tables go (default results/<experiment>/<profile>)")
     parser.add_argument("overrides", nargs="*", help="Hydra overrides added to every job, e.g. trainer.threads=1")
     args = parser.parse_intermixed_args(argv)  # overrides may follow the options
     try:
         study = Study(args.name, args.profile, args.launcher, args.jobs, args.dry_run, args.overrides,
-                      args.sweep_dir, args.out_dir)
+                      args.sweep_dir, args.out_dir, args.progress_every)
         study.check_overrides()
         return study.run(args.stage)
     except BLFError as error:

@@ -1,0 +1,76 @@
+"""What a stage's runs have done while their jobs run elsewhere (a cluster, parallel workers):
+read from the run folders, the one place every launcher writes to.
+
+A run is finished when its folder holds finished.json (the app writes it after training and
+evaluation), training when it holds last.pt, waiting otherwise. A run left unfinished after
+its multirun ended is reported with the logs that tell why: its own train.log and the
+launcher's logs that name it (submitit's, under <sweep>/.submitit/).
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+
+def _epochs(folder: Path) -> tuple[int, int | None]:
+    """(epochs done, epochs asked) of a run folder."""
+    metrics = folder / "metrics.jsonl"
+    done = sum(1 for line in metrics.read_text().splitlines() if line.strip()) if metrics.is_file() else 0
+    try:
+        asked = (yaml.safe_load((folder / ".hydra" / "config.yaml").read_text()) or {}).get("trainer", {}).get("epochs")
+    except (OSError, yaml.YAMLError, AttributeError):
+        asked = None
+    return done, asked if isinstance(asked, int) else None
+
+
+@dataclass
+class StageProgress:
+    stage: str
+    folders: list[Path]
+    sweep: Path
+    every: float = 30.0  # seconds between lines while nothing changes
+    _shown: str = ""
+    _at: float = field(default=0.0)
+
+    def line(self) -> str:
+        finished = [f for f in self.folders if (f / "finished.json").is_file()]
+        training = [f for f in self.folders if f not in finished and (f / "checkpoints" / "last.pt").is_file()]
+        text = f"[{self.stage}] {len(finished)}/{len(self.folders)} runs finished"
+        if training:
+            done = [_epochs(f) for f in training]
+            text += f", {len(training)} training ({sum(d for d, _ in done)} of {sum(a or 0 for _, a in done)} epochs)"
+        waiting = len(self.folders) - len(finished) - len(training)
+        return text + (f", {waiting} not started" if waiting else "")
+
+    def show(self, force: bool = False) -> None:
+        """Print the line when it changed, or every `every` seconds."""
+        text = self.line()
+        if force or text != self._shown or time.monotonic() - self._at >= self.every:
+            print(text, file=sys.stderr, flush=True)
+            self._shown, self._at = text, time.monotonic()
+
+    def unfinished(self, folders: list[Path]) -> list[Path]:
+        return [f for f in folders if not (f / "finished.json").is_file()]
+
+    def logs(self, folder: Path) -> list[Path]:
+        """The logs that say what happened to the run in `folder`."""
+        found = [folder / "train.log"] if (folder / "train.log").is_file() else []
+        launcher = self.sweep / ".submitit"
+        if launcher.is_dir():
+            found += sorted(p for p in launcher.rglob("*_log.*") if folder.name in p.read_text(errors="replace"))
+        return found
+
+    def report_failures(self, folders: list[Path]) -> list[str]:
+        """One line per run of a multirun that did not finish, with its logs; printed and returned."""
+        lines = []
+        for folder in self.unfinished(folders):
+            logs = ", ".join(str(p) for p in self.logs(folder)) or "no log: the job did not start (see the launcher's output above)"
+            lines.append(f"!! not finished: {folder} (logs: {logs})")
+        for line in lines:
+            print(line, file=sys.stderr, flush=True)
+        return lines
