@@ -77,7 +77,7 @@ class Study:
         Then it is not launched: on a cluster a rerun would otherwise queue one job per run
         only for it to find nothing to do."""
         jobs = self.jobs(overrides)
-        workspaces = [RunFolder(self.sweep / identity.run_name(job)) for job in jobs]
+        workspaces = [RunFolder(folder) for folder in self.folders(overrides)]
         if any(w.finished_as() is None for w in workspaces):
             return False
         return all(w.finished_as() == identity.job_key(C.to_container(spec.run_config(self.experiment, self.profile, job)))
