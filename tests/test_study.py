@@ -141,6 +141,20 @@ def test_the_driver_shows_progress_and_names_unfinished_runs_with_their_logs(tmp
     assert len(s.failures) == 1 and "1 multirun(s) failed" not in err  # the run's summary comes at the report
 
 
+def test_progress_counts_finished_training_and_waiting_runs(tmp_path):
+    from blf.study.progress import StageProgress
+
+    sweep = tmp_path / "sweep"
+    assert run_app("train.py", "-m", *TINY, "trainer.epochs=2", "seed=0,1", f"hydra.sweep.dir={sweep}").returncode == 0
+    done, stopped = sorted(p for p in sweep.iterdir() if p.is_dir() and not p.name.startswith("."))
+    # `stopped` as a run killed after its first epoch: last.pt there, one line of metrics, not finished.
+    (stopped / "finished.json").unlink()
+    (stopped / "metrics.jsonl").write_text((stopped / "metrics.jsonl").read_text().splitlines()[0] + "\n")
+    progress = StageProgress("grid", [done, stopped, sweep / "not-yet"], sweep)
+    assert progress.line() == "[grid] 1/3 runs finished, 1 training (1 of 2 epochs), 1 not started"
+    assert progress.report_failures([done, stopped]) == [f"!! not finished: {stopped} (logs: {stopped / 'train.log'})"]
+
+
 def test_submitit_local_sweep(tmp_path):
     sweep = tmp_path / "sweep"
     result = run_app("train.py", "-m", *TINY, "trainer.epochs=1", "seed=0,1", "hydra/launcher=submitit_local",

@@ -19,6 +19,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import yaml
+from omegaconf import OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 
 from blf.errors import BLFError
 from blf.report import figures, provenance, tables
@@ -29,14 +31,23 @@ def run_folders(sweep: Path) -> list[Path]:
     return sorted(p.parent.parent for p in Path(sweep).rglob(".hydra/config.yaml"))
 
 
+def epochs_asked(run: Path) -> int | None:
+    """The epochs a run folder's config asks for (Hydra's copy keeps `trainer.epochs` as the
+    interpolation of the model's recipe: resolved here), None where it cannot be read."""
+    try:
+        value = OmegaConf.select(OmegaConf.load(run / ".hydra" / "config.yaml"), "trainer.epochs", throw_on_resolution_failure=False)
+    except (OSError, OmegaConfBaseException):
+        return None
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
 def job_status(run: Path) -> dict:
     """What a run folder holds: its overrides, the epochs done, and whether it is complete."""
     overrides_file = run / ".hydra" / "overrides.yaml"
     overrides = yaml.safe_load(overrides_file.read_text()) if overrides_file.is_file() else []
     metrics = storage.read_jsonl(run / "metrics.jsonl")
     results = storage.read_jsonl(run / "results.jsonl")
-    config = yaml.safe_load((run / ".hydra" / "config.yaml").read_text()) or {}
-    target = config.get("trainer", {}).get("epochs")
+    target = epochs_asked(run)
     done = len(metrics)
     # Complete means what the app means: it wrote finished.json after every record its config asks
     # for was there (and removes it when it starts again), so jobs.csv and the driver agree.

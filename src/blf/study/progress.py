@@ -14,18 +14,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import yaml
-
-
-def _epochs(folder: Path) -> tuple[int, int | None]:
-    """(epochs done, epochs asked) of a run folder."""
-    metrics = folder / "metrics.jsonl"
-    done = sum(1 for line in metrics.read_text().splitlines() if line.strip()) if metrics.is_file() else 0
-    try:
-        asked = (yaml.safe_load((folder / ".hydra" / "config.yaml").read_text()) or {}).get("trainer", {}).get("epochs")
-    except (OSError, yaml.YAMLError, AttributeError):
-        asked = None
-    return done, asked if isinstance(asked, int) else None
+from blf.report import collect
 
 
 @dataclass
@@ -39,11 +28,13 @@ class StageProgress:
 
     def line(self) -> str:
         finished = [f for f in self.folders if (f / "finished.json").is_file()]
-        training = [f for f in self.folders if f not in finished and (f / "checkpoints" / "last.pt").is_file()]
+        training = [collect.job_status(f) for f in self.folders
+                    if f not in finished and (f / "checkpoints" / "last.pt").is_file()]
         text = f"[{self.stage}] {len(finished)}/{len(self.folders)} runs finished"
         if training:
-            done = [_epochs(f) for f in training]
-            text += f", {len(training)} training ({sum(d for d, _ in done)} of {sum(a or 0 for _, a in done)} epochs)"
+            asked = [job["epochs"] for job in training]
+            of = f" of {sum(asked)}" if None not in asked else ""
+            text += f", {len(training)} training ({sum(job['epochs_done'] for job in training)}{of} epochs)"
         waiting = len(self.folders) - len(finished) - len(training)
         return text + (f", {waiting} not started" if waiting else "")
 
