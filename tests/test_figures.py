@@ -43,6 +43,20 @@ def test_norms_vs_accuracy_pairs_each_runs_norms_with_its_pgd_accuracy():
     assert (1.5, 70.0) in points and (3.0, 60.0) in points and (9.0, 60.0) in points  # logits of a, b; pre-logits
 
 
+def test_a_run_under_several_attacks_gets_its_worst_case_as_a_dotted_line():
+    df = frame()
+    square = df[(df["run_dir"] == "a") & (df["kind"] == "robustness")].assign(attack="square", accuracy=[79.0, 65.0])
+    worst = [{**square.iloc[0].to_dict(), "kind": "worst_case", "attack": "worst_case", "eps": eps, "accuracy": acc}
+             for eps, acc in ((0.0, 79.0), (4 / 255, 60.0))]
+    lone = {**df[df["run_dir"] == "b"].iloc[1].to_dict(), "kind": "worst_case", "attack": "worst_case"}
+    df = pd.concat([df, square, pd.DataFrame([*worst, lone])], ignore_index=True)
+    ax = figures.accuracy_panels(df, []).axes[0]
+    lines = {bars.get_label(): bars.lines[0] for bars in ax.containers}  # errorbar: the data line first
+    dotted = [name for name, line in lines.items() if line.get_linestyle() == ":"]
+    assert dotted == ["BLF ($\\gamma$=0.5), worst case"]  # run b had one attack: no worst case drawn
+    assert list(lines[dotted[0]].get_ydata()) == [79.0, 60.0]
+
+
 def test_panels_are_written_as_png_and_pdf(tmp_path):
     fig = figures.accuracy_panels(frame(), ["model", "setting"], title="t")
     written = figures.save(fig, tmp_path / "fig4")

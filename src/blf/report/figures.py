@@ -20,8 +20,9 @@ from matplotlib.figure import Figure
 
 from blf.nn import heads
 from blf.report import labels
+from blf.report.tables import WORST_CASE_LABEL
 from blf.run import storage
-from blf.run.records import Kind, same_eps
+from blf.run.records import WORST_CASE, Kind, same_eps
 
 # Legends spell the hyper-parameters as the paper does.
 SYMBOLS = {name: f"${symbol}$" for name, symbol in labels.LATEX_SYMBOLS.items()}
@@ -91,8 +92,8 @@ def _curves(ax: Axes, curve: pd.DataFrame, per255: bool) -> None:
     for (label, attack), group in sorted(curve.groupby(["label", "attack"]), key=lambda item: (labels.method_key(item[0][0]), item[0])):
         stats = group.groupby("eps")["accuracy"].agg(["mean", "std"]).reset_index()
         x = stats["eps"] * (255 if per255 else 1)
-        style = "--" if several_attacks and attack != "pgd" else "-"
-        name = f"{label}, {attack}" if several_attacks else label
+        style = ":" if attack == WORST_CASE else ("--" if several_attacks and attack != "pgd" else "-")
+        name = f"{label}, {WORST_CASE_LABEL if attack == WORST_CASE else attack}" if several_attacks else label
         ax.errorbar(x, stats["mean"], yerr=stats["std"].fillna(0.0), marker="o", ms=3, capsize=2, ls=style, label=name)
     ax.set_xlabel("$\\varepsilon$ (/255)" if per255 else "$\\varepsilon$")
     ax.set_ylabel("accuracy (%)")
@@ -101,12 +102,23 @@ def _curves(ax: Axes, curve: pd.DataFrame, per255: bool) -> None:
     ax.legend(fontsize=6)
 
 
+def with_worst_case(df: pd.DataFrame) -> pd.DataFrame:
+    """The robustness rows, and the worst case of each run evaluated by more than one attack (a
+    dotted line below its attacks' lines, as curve tables list it)."""
+    robust = df[df["kind"] == Kind.ROBUSTNESS]
+    if "run_dir" not in df:
+        return robust
+    several = robust.groupby("run_dir")["attack"].nunique().gt(1)
+    worst = df[(df["kind"] == Kind.WORST_CASE) & df["run_dir"].map(several).fillna(False).astype(bool)]
+    return pd.concat([robust, worst], ignore_index=True)
+
+
 def accuracy_panels(df: pd.DataFrame, facets: list[str], *, title: str = "",
                     axes: Axes | Iterable[Axes] | None = None) -> Figure:
     """Figs. 3, 4, 5, 7: one panel per facet combination (e.g. model x setting), accuracy
     against eps, one line per method (and attack), mean and std over seeds. `axes`: one per
     panel, in the paper's panel order (axes left over are switched off)."""
-    curve = labels.annotate(df[df["kind"] == Kind.ROBUSTNESS])
+    curve = labels.annotate(with_worst_case(df))
     panels = [((k,) if not isinstance(k, tuple) else k, g) for k, g in curve.groupby(facets)] if facets else [((), curve)]
     panels.sort(key=lambda item: [labels.facet_key(f, v) for f, v in zip(facets, item[0])])
     own = axes is None
