@@ -63,10 +63,10 @@ def _eps_key(eps: pd.Series) -> pd.Series:
 
 
 def worst_cases(final: pd.DataFrame) -> pd.DataFrame:
-    """(run_dir, eps key) -> worst-case accuracy over every attack run on that checkpoint."""
-    worst = final[final["kind"] == Kind.WORST_CASE] if "kind" in final else final
-    return pd.DataFrame({"run_dir": worst.get("run_dir", []), "eps_key": _eps_key(worst.get("eps", pd.Series(dtype=float))),
-                         "worst": worst.get("accuracy", [])})
+    """(run_dir, eps key) -> worst-case accuracy over every attack run on that checkpoint.
+    `final` holds records (`cells` returns before calling this on a frame without them)."""
+    worst = final[final["kind"] == Kind.WORST_CASE]
+    return pd.DataFrame({"run_dir": worst["run_dir"], "eps_key": _eps_key(worst["eps"]), "worst": worst["accuracy"]})
 
 
 def cells(final: pd.DataFrame) -> pd.DataFrame:
