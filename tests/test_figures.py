@@ -55,6 +55,10 @@ def test_a_run_under_several_attacks_gets_its_worst_case_as_a_dotted_line():
     dotted = [name for name, line in lines.items() if line.get_linestyle() == ":"]
     assert dotted == ["BLF ($\\gamma$=0.5), worst case"]  # run b had one attack: no worst case drawn
     assert list(lines[dotted[0]].get_ydata()) == [79.0, 60.0]
+    # A method keeps its colour across its attacks; methods differ in colour, attacks in style.
+    blf = [lines[f"BLF ($\\gamma$=0.5), {attack}"] for attack in ("pgd", "square", "worst case")]
+    assert len({line.get_color() for line in blf}) == 1 and len({line.get_linestyle() for line in blf}) == 3
+    assert lines["tanh ($\\gamma$=1), pgd"].get_color() != blf[0].get_color()
 
 
 def test_panels_are_written_as_png_and_pdf(tmp_path):

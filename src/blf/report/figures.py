@@ -86,15 +86,24 @@ def blf_vs_tanh(*, z_range: float = 8.0, ax: Axes | None = None) -> Figure:
     return _root(ax)
 
 
+# An attack's line style, the same in every panel: PGD solid, the worst case dotted, others dashed.
+ATTACK_STYLES = {"pgd": "-", WORST_CASE: ":"}
+OTHER_STYLES = ["--", "-.", (0, (5, 1, 1, 1, 1, 1)), (0, (1, 2, 5, 2))]
+
+
 def _curves(ax: Axes, curve: pd.DataFrame, per255: bool) -> None:
+    """One line per (method, attack): the method's colour, the attack's line style."""
     curve = curve.assign(label=curve.apply(lambda row: labels.label(row, SYMBOLS), axis=1))
     several_attacks = curve["attack"].nunique() > 1
+    methods = sorted(curve["label"].unique(), key=lambda label: (labels.method_key(label), label))
+    others = sorted(a for a in curve["attack"].unique() if a not in ATTACK_STYLES)
+    styles = {**ATTACK_STYLES, **{a: OTHER_STYLES[i % len(OTHER_STYLES)] for i, a in enumerate(others)}}
     for (label, attack), group in sorted(curve.groupby(["label", "attack"]), key=lambda item: (labels.method_key(item[0][0]), item[0])):
         stats = group.groupby("eps")["accuracy"].agg(["mean", "std"]).reset_index()
         x = stats["eps"] * (255 if per255 else 1)
-        style = ":" if attack == WORST_CASE else ("--" if several_attacks and attack != "pgd" else "-")
         name = f"{label}, {WORST_CASE_LABEL if attack == WORST_CASE else attack}" if several_attacks else label
-        ax.errorbar(x, stats["mean"], yerr=stats["std"].fillna(0.0), marker="o", ms=3, capsize=2, ls=style, label=name)
+        ax.errorbar(x, stats["mean"], yerr=stats["std"].fillna(0.0), marker="o", ms=3, capsize=2, ls=styles[attack],
+                    color=f"C{methods.index(label) % 10}", label=name)
     ax.set_xlabel("$\\varepsilon$ (/255)" if per255 else "$\\varepsilon$")
     ax.set_ylabel("accuracy (%)")
     ax.set_ylim(-2, 102)
