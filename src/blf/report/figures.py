@@ -108,7 +108,9 @@ def _curves(ax: Axes, curve: pd.DataFrame, per255: bool) -> None:
     ax.set_ylabel("accuracy (%)")
     ax.set_ylim(-2, 102)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=6)
+    # Many lines: the legend beside the panel rather than over the curves.
+    many = len(ax.containers) > 6
+    ax.legend(fontsize=6, **({"loc": "upper left", "bbox_to_anchor": (1.01, 1.0)} if many else {}))
 
 
 def with_worst_case(df: pd.DataFrame) -> pd.DataFrame:
