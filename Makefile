@@ -22,7 +22,7 @@ study = $(PY) -m blf.study $(1) --profile $(PROFILE) --launcher $(LAUNCHER) --jo
 
 help: ## List the targets
 	@grep -hE '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
-	@echo "Variables for fig*/table*: PROFILE=paper|smoke (default paper), LAUNCHER=basic|joblib|submitit_local|slurm, JOBS=N (joblib),"
+	@echo "Variables for fig*/table*: PROFILE=paper|smoke (default paper), LAUNCHER=basic|joblib|submitit_local|slurm|slurm_cpu, JOBS=N (joblib),"
 	@echo "  OVERRIDES=\"key=value ...\" (added to every job, e.g. trainer.amp=bf16 or hydra.launcher.partition=cpu)"
 
 install: $(STAMP) ## Create .venv from requirements.txt (once; again only if requirements.txt changes)
