@@ -38,6 +38,7 @@ from blf import config as C
 from blf import data, trained
 from blf.errors import BLFError, CheckpointError, ConfigError
 from blf.report import labels
+from blf.report.tables import budget_text
 from blf.run import identity, storage
 from blf.run.records import Kind, same_eps
 
@@ -50,12 +51,6 @@ PAPER = {
     "authors": "Sekitoshi Kanai, Masanori Yamada, Shin'ya Yamaguchi, Hiroshi Takahashi, Yasutoshi Ida",
 }
 ARCHITECTURES = {"2c2f": "2C2F", "4c3f": "4C3F", "resnet18": "ResNet-18", "wrn34_10": "WideResNet-34-10"}
-
-
-def eps_text(eps: float) -> str:
-    """8/255 for a budget in whole 255ths (RobustBench's spelling), else the number (0.3)."""
-    steps = eps * 255
-    return f"{round(steps)}/255" if abs(steps - round(steps)) < 1e-6 else f"{eps:g}"
 
 
 def parse_eps(text: str) -> float:
@@ -96,8 +91,8 @@ def model_info(rows: list[dict], config: dict, eps: float, allow_synthetic: bool
     at_eps = [r for r in rows if r.get("kind") in (Kind.ROBUSTNESS, Kind.WORST_CASE) and same_eps(_number(r, "eps"), eps)]
     robust = {r["attack"]: _number(r, "accuracy") for r in at_eps if r["kind"] == Kind.ROBUSTNESS}
     if not robust:
-        have = sorted({eps_text(_number(r, "eps")) for r in rows if r.get("kind") == Kind.ROBUSTNESS})
-        raise ConfigError(f"--eps={eps_text(eps)}: no attack was run at this budget on this checkpoint; allowed: {', '.join(have)}")
+        have = sorted({budget_text(_number(r, "eps")) for r in rows if r.get("kind") == Kind.ROBUSTNESS})
+        raise ConfigError(f"--eps={budget_text(eps)}: no attack was run at this budget on this checkpoint; allowed: {', '.join(have)}")
     worst = next((_number(r, "accuracy") for r in at_eps if r["kind"] == Kind.WORST_CASE), min(robust.values()))
     n, seed = int(_number(first, "n")), first.get("eval_seed")
     notes = [f"Evaluated on {n} test points drawn with seed {seed}; worst case over {', '.join(sorted(robust))}: {worst:.2f}%."]
@@ -120,7 +115,7 @@ def model_info(rows: list[dict], config: dict, eps: float, allow_synthetic: bool
         "dataset": first.get("dataset"),
         "venue": "arXiv 2020",
         "architecture": f"{architecture} + {labels.label(first)}",
-        "eps": eps_text(eps),
+        "eps": budget_text(eps),
         "clean_acc": f"{_number(first, 'clean_test_acc'):.2f}",
         "reported": f"{worst:.2f}",
         "autoattack_acc": f"{robust['autoattack']:.2f}" if "autoattack" in robust else "",

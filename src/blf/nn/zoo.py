@@ -19,7 +19,8 @@ downloaded; ImageNet weights expect normalised inputs, and images here stay in [
 from __future__ import annotations
 
 import difflib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 
 import torch
 from omegaconf import DictConfig
@@ -72,36 +73,69 @@ def adapt_stem(network: nn.Module, in_channels: int, small: bool) -> nn.Module:
     return network
 
 
+@dataclass(frozen=True)
+class Library:
+    """Where a library's classifiers come from: its name, the call that lists them (for errors),
+    the list itself, and the builder (arch, in_channels, num_classes, kwargs) -> module."""
+
+    name: str
+    listing: str
+    models: Callable[[], list[str]]
+    create: Callable[[str, int, int, dict], nn.Module]
+
+
+def _torchvision_models() -> list[str]:
+    import torchvision
+
+    return torchvision.models.list_models(module=torchvision.models)
+
+
+def _torchvision_create(arch: str, in_channels: int, num_classes: int, kwargs: dict) -> nn.Module:
+    import torchvision
+
+    # torchvision's models read 3 channels; adapt_stem rebuilds the first convolution for others.
+    return torchvision.models.get_model(arch, num_classes=num_classes, **kwargs)
+
+
+def _timm_models() -> list[str]:
+    import timm
+
+    return timm.list_models()
+
+
+def _timm_create(arch: str, in_channels: int, num_classes: int, kwargs: dict) -> nn.Module:
+    import timm
+
+    return timm.create_model(arch, num_classes=num_classes, in_chans=in_channels, **kwargs)
+
+
+TORCHVISION = Library("torchvision", "torchvision.models.list_models(module=torchvision.models)", _torchvision_models,
+                      _torchvision_create)
+TIMM = Library("timm", "timm.list_models()", _timm_models, _timm_create)
+
+
 class ZooNetwork(nn.Module):
     """A library's classifier as a network: images in [0, 1] -> pre-logits (num_classes)."""
 
-    name = None  # the library's, per subclass
-    listing = ""  # the call that lists the library's models, for errors
+    library: Library  # per subclass
     image_size = None  # any: the library's models adapt to the images (adaptive pooling)
 
     def __init__(self, arch: str, in_channels: int = 3, num_classes: int = 10, small_stem: bool = True,
                  kwargs: Mapping | None = None):
         super().__init__()
-        known = self.architectures()
+        library = self.library
+        known = library.models()
         if arch not in known:
             near = ", ".join(difflib.get_close_matches(str(arch), known, n=5)) or "none"
-            raise C.ConfigError(f"model.arch={arch!r} is not a {self.name} classification model; allowed: one of the "
-                                f"{len(known)} names {self.listing} lists (closest: {near})")
+            raise C.ConfigError(f"model.arch={arch!r} is not a {library.name} classification model; allowed: one of the "
+                                f"{len(known)} names {library.listing} lists (closest: {near})")
         self.arch = arch
         try:
-            network = self.create(arch, in_channels, num_classes, dict(kwargs or {}))
+            network = library.create(arch, in_channels, num_classes, dict(kwargs or {}))
         except (TypeError, ValueError, RuntimeError) as error:
-            raise C.ConfigError(f"model.kwargs={dict(kwargs or {})!r}: {self.name} cannot build {arch} with them "
+            raise C.ConfigError(f"model.kwargs={dict(kwargs or {})!r}: {library.name} cannot build {arch} with them "
                                 f"({str(error).splitlines()[0][:200]}); allowed: keyword arguments of its builder") from None
         self.network = adapt_stem(network, in_channels, small_stem)
-
-    @staticmethod
-    def architectures() -> list[str]:
-        raise NotImplementedError
-
-    @staticmethod
-    def create(arch: str, in_channels: int, num_classes: int, kwargs: dict) -> nn.Module:
-        raise NotImplementedError
 
     @classmethod
     def from_config(cls, cfg: DictConfig, image_shape, num_classes: int) -> ZooNetwork:
@@ -120,35 +154,11 @@ class Torchvision(ZooNetwork):
     """Any classification model of torchvision.models (`torchvision.models.list_models`)."""
 
     name = "torchvision"
-    listing = "torchvision.models.list_models(module=torchvision.models)"
-
-    @staticmethod
-    def architectures() -> list[str]:
-        import torchvision
-
-        return torchvision.models.list_models(module=torchvision.models)
-
-    @staticmethod
-    def create(arch: str, in_channels: int, num_classes: int, kwargs: dict) -> nn.Module:
-        import torchvision
-
-        return torchvision.models.get_model(arch, num_classes=num_classes, **kwargs)
+    library = TORCHVISION
 
 
 class Timm(ZooNetwork):
     """Any model of timm (`timm.list_models()`), built with the dataset's channels and classes."""
 
     name = "timm"
-    listing = "timm.list_models()"
-
-    @staticmethod
-    def architectures() -> list[str]:
-        import timm
-
-        return timm.list_models()
-
-    @staticmethod
-    def create(arch: str, in_channels: int, num_classes: int, kwargs: dict) -> nn.Module:
-        import timm
-
-        return timm.create_model(arch, num_classes=num_classes, in_chans=in_channels, **kwargs)
+    library = TIMM

@@ -20,10 +20,17 @@ def varying(df: pd.DataFrame, columns: Sequence[str] = TABLE_COLUMNS) -> list[st
     return [c for c in columns if c in df and df[c].astype(str).nunique() > 1]
 
 
+def budget_text(eps: float) -> str:
+    """A budget as a whole number of 255ths where it is one (8/255, the paper's CIFAR-10
+    notation and RobustBench's), else as a decimal (0.3)."""
+    steps = eps * 255
+    return f"{round(steps)}/255" if abs(steps - round(steps)) < 1e-4 else f"{eps:g}"
+
+
 def eps_label(eps: float, df: pd.DataFrame) -> str:
     """CIFAR-10 budgets read as multiples of 1/255 (the paper's notation), MNIST's as decimals."""
-    if "dataset" in df and set(df["dataset"]) == {"cifar10"} and abs(eps * 255 - round(eps * 255)) < 1e-4:
-        return f"eps={round(eps * 255)}/255"
+    if "dataset" in df and set(df["dataset"]) == {"cifar10"}:
+        return f"eps={budget_text(eps)}"
     return f"eps={eps:g}"
 
 
