@@ -26,9 +26,9 @@ TINY = [
     "eval.batch_size=32",
     "attack.pgd.nb_iter=3",
     "eval.integrity.unbounded.nb_iter=20",
-    "eval.integrity.convergence.nb_iter=5",
     "eval.integrity.convergence.iter_factor=2",
     "eval.integrity.convergence.restarts=2",
+    "eval.integrity.gradient_free.n_queries=20",
     "logger=none",
     "progress=false",
 ]
@@ -139,3 +139,25 @@ def tiny_run(tmp_path):
         return run_dir, result
 
     return train
+
+
+class OnePixelPerClass(torch.nn.Module):
+    """Pre-logit z_i = scale (2 x_i - 1) of pixel i: the saturated toy of test_adaptive_attacks."""
+
+    def __init__(self, scale: float):
+        super().__init__()
+        self.scale = torch.nn.Parameter(torch.tensor(float(scale)), requires_grad=False)
+
+    def forward(self, x):
+        return self.scale * (2 * x.flatten(1) - 1)
+
+
+def toy(head, scale):
+    """(classifier, split): 30 one-hot images of 10 pixels, labelled by their bright pixel, under
+    `head` with pre-logits +-scale (test_adaptive_attacks says what each choice masks)."""
+    from blf.data import Split
+    from blf.nn.models import Classifier
+
+    labels = torch.arange(10).repeat(3)
+    images = (255 * torch.nn.functional.one_hot(labels, 10)).to(torch.uint8).view(-1, 1, 1, 10)  # Split: uint8 pixels
+    return Classifier(OnePixelPerClass(scale), head).eval(), Split(images, labels)

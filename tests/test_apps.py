@@ -275,7 +275,7 @@ def test_evaluate_attack_list_reports_worst_case_verdicts_and_analyses(tmp_path,
         "attack=[pgd,square,pgd_tanh_surrogate]", "attack.pgd.nb_iter=3", "attack.pgd_tanh_surrogate.nb_iter=3",
         "attack.square.n_queries=30", "analysis=[operator_norm,loss_surface]", "eval.loss_surface.points=2",
         "eval.loss_surface.radius=0.02", "eval.loss_surface.step=0.01",
-        "eval.integrity.unbounded.nb_iter=10", "eval.integrity.convergence.nb_iter=3",
+        "eval.integrity.unbounded.nb_iter=10", "eval.integrity.gradient_free.n_queries=20",
         "eval.integrity.convergence.iter_factor=2", "eval.integrity.convergence.restarts=2",
     )
     rows = read(run_dir / "results.jsonl")

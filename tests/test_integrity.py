@@ -8,14 +8,18 @@ from torch import nn
 from blf import data
 from blf.eval import attacks, integrity, robustness
 from blf.nn import heads, models
-from conftest import attack_config, option
+from conftest import attack_config, option, toy
 
 CHECKS = OmegaConf.create({
     "monotonic_tolerance": 0.5,
     "gradient_free_max_share": 1.0,
     "input_gradients_max_share": 5.0,
-    "unbounded": {"eps": 1.0, "nb_iter": 100, "eps_iter": 0.025, "max_accuracy": 2.0},
-    "convergence": {"eps": 0.1, "nb_iter": 20, "eps_iter": 0.01, "iter_factor": 4, "restarts": 3, "tolerance": 2.0, "max_n": 200},
+    "input_gradients_relative_floor": 1e-12,
+    "unbounded": {"eps": 0.5, "nb_iter": 100, "eps_iter": 0.025, "max_accuracy": 2.0},
+    "convergence": {"iter_factor": 4, "restarts": 3, "step_factors": [0.5, 2.0], "tolerance": 2.0, "max_n": 200},
+    "gradient_free": {"n_queries": 300, "max_n": 200},
+    "saturation": {"max_share": 10.0, "max_n": 200},
+    "attack_gap_tolerance": 5.0,
 })
 CPU = torch.device("cpu")
 
@@ -63,6 +67,7 @@ def assess(classifier, dataset):
         attacks.build("pgd", attack_config("pgd", eps=[0.0, 0.05, 0.1, 0.2], nb_iter=20, eps_iter=0.01)),
         attacks.build("square", attack_config("square", eps=[0.1], n_queries=300, p_init=0.8, n_restarts=1, loss="margin",
                                               seed=0)),
+        attacks.build("pgd_dlr_prelogits", attack_config("pgd_dlr_prelogits", eps=[0.05], nb_iter=20)),
     ]
     _, outcomes = robustness.evaluate(classifier, dataset.test, suite, seed=0, batch_size=100, device=CPU, num_classes=10, progress=False)
     verdicts = integrity.run(classifier, dataset.test, outcomes, CHECKS, batch_size=100, device=CPU, seed=0)
@@ -71,7 +76,8 @@ def assess(classifier, dataset):
 
 def test_honest_model_passes_every_check(honest, dataset):
     verdicts, _ = assess(honest, dataset)
-    assert {name: v.status for name, v in verdicts.items()} == dict.fromkeys(verdicts, "pass"), integrity.report(list(verdicts.values()))
+    expected = {**dict.fromkeys(verdicts, "pass"), "saturation": "skipped"}  # the identity head does not saturate
+    assert {name: v.status for name, v in verdicts.items()} == expected, integrity.report(list(verdicts.values()))
 
 
 def test_masked_model_is_caught(honest, dataset):
@@ -103,3 +109,48 @@ def test_worst_case_is_the_per_example_minimum():
     rows = robustness.worst_case([({"attack": "pgd", "eps": 0.1}, a), ({"attack": "square", "eps": 0.1}, b),
                                   ({"attack": "pgd", "eps": 0.2}, b)])
     assert [(r["eps"], r["accuracy"], r["attacks"]) for r in rows] == [(0.1, 50.0, "pgd+square"), (0.2, 75.0, "pgd")]
+
+
+# --- the checks that catch a saturated bounded head (BLF beyond z*) ------------------------------
+
+
+def test_saturation_and_input_gradients_fail_on_blf_beyond_z_star_and_pass_inside():
+    masked, split = toy(heads.BLF(1.0), 6.0)  # every pre-logit at |z| = 6 > z* = 2.4
+    plain, _ = toy(heads.BLF(1.0), 1.0)  # every pre-logit at |z| = 1 < z*
+    checks = CHECKS.saturation
+    assert integrity.saturation(masked, split, None, checks, 30, CPU, 0).failed
+    verdict = integrity.saturation(plain, split, None, checks, 30, CPU, 0)
+    assert verdict.status == "pass" and verdict.value == 0.0
+    assert integrity.saturation(toy(heads.Identity(), 6.0)[0], split, None, checks, 30, CPU, 0).status == "skipped"
+    gradients = integrity.input_gradients(masked, split, 30, CPU, max_share=5.0)
+    assert gradients.failed and gradients.value == 100.0 and "30 reversed" in gradients.detail
+    assert integrity.input_gradients(plain, split, 30, CPU, max_share=5.0).status == "pass"
+
+
+def test_input_gradients_flag_a_saturated_softmax_but_not_a_plain_one():
+    assert integrity.input_gradients(toy(heads.Identity(), 1000.0)[0], toy(heads.Identity(), 1.0)[1], 30, CPU, 5.0).failed
+    assert not integrity.input_gradients(*toy(heads.Identity(), 6.0), 30, CPU, 5.0).failed
+
+
+def test_attack_gap_names_the_attack_that_beats_the_papers():
+    pgd = torch.tensor([True] * 8 + [False] * 2)
+    bpda = torch.tensor([False] * 9 + [True])
+    honest = torch.tensor([True] * 7 + [False] * 3)
+    outcomes = [({"attack": "pgd", "eps": 0.3}, pgd), ({"attack": "bpda_envelope", "eps": 0.3}, bpda)]
+    verdict = integrity.attack_gap(outcomes, tolerance=5.0)
+    assert verdict.failed and verdict.value == pytest.approx(70.0) and "bpda_envelope" in verdict.detail
+    assert "gradient masking" in verdict.detail
+    assert not integrity.attack_gap([outcomes[0], ({"attack": "bpda_envelope", "eps": 0.3}, honest)], 10.0).failed
+    assert integrity.attack_gap(outcomes[:1], 5.0).status == "skipped"
+
+
+def test_convergence_tests_the_pgd_that_ran(honest, dataset):
+    """The check reruns PGD with the settings of the evaluation's records, at their largest eps."""
+    suite = [attacks.build("pgd", attack_config("pgd", eps=[0.0, 0.1, 0.2], nb_iter=1, eps_iter=0.01))]
+    _, outcomes = robustness.evaluate(honest, dataset.test, suite, seed=0, batch_size=100, device=CPU, num_classes=10,
+                                      progress=False)
+    verdict = integrity.pgd_convergence(honest, dataset.test, integrity.pgd_settings(outcomes), CHECKS.convergence, 100,
+                                        CPU, 0)
+    assert "PGD-1 (as evaluated)" in verdict.detail and "eps=0.2" in verdict.detail
+    assert verdict.failed  # one step of 0.01 is far from converged at 0.2
+    assert integrity.pgd_convergence(honest, dataset.test, None, CHECKS.convergence, 100, CPU, 0).status == "skipped"

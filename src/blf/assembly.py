@@ -106,7 +106,8 @@ def _common(cfg: DictConfig, optimisation_from=None) -> Assembly:
     dataset.test.subset_index(evaluation.n, evaluation.seed)  # eval.n fits the test set, checked before training
     regularizer = regularizers.build(cfg.regularizer)
     mode = objectives.build(cfg.training)
-    chosen = attacks.build_all(cfg.get("attack"))  # `attack=[]` removes the key altogether
+    # `attack=[]` removes the key altogether; eval.adaptive=false leaves the adaptive set out.
+    chosen = attacks.build_all(cfg.get("attack"), adaptive=evaluation.adaptive)
     torch.manual_seed(C.integer("seed", cfg.seed))  # the initial weights
     classifier = build_classifier(cfg, dataset.image_shape, dataset.num_classes).to(where)
     for attack in chosen:  # e.g. the tanh surrogate needs a BLF head: refused before training

@@ -27,3 +27,7 @@ class BusyError(BLFError):
 
 class NonFiniteLossError(BLFError):
     """Training produced a NaN or infinite loss; the last good checkpoint is kept."""
+
+
+class RecordError(BLFError):
+    """A record file cannot be read as this code's records (a newer schema, a broken row)."""

@@ -37,6 +37,7 @@ class EvalSettings:
     policy and `progress`); checked when the run is assembled, before any training."""
 
     checkpoint: str
+    adaptive: bool
     n: int | None
     seed: int
     batch_size: int
@@ -60,6 +61,7 @@ class EvalSettings:
             C.integer("eval.loss_surface.batch_size", surface.batch_size, ge=1)
         return cls(
             checkpoint=C.choice("eval.checkpoint", spec.checkpoint, CHECKPOINTS),
+            adaptive=C.boolean("eval.adaptive", spec.adaptive),
             n=None if spec.n is None else C.integer("eval.n", spec.n, ge=1),
             seed=C.integer("eval.seed", spec.seed),
             batch_size=C.integer("eval.batch_size", spec.batch_size, ge=1),
@@ -78,6 +80,8 @@ class Assessment:
         self.workspace, self.assembly, self.settings = workspace, run, run.evaluation
         self.dataset, self.classifier, self.device, self.attacks = run.dataset, run.classifier, run.device, run.attacks
         self.which = self.settings.checkpoint
+        for attack in self.attacks:  # the transfer attack finds its source beside this run
+            attack.locate(workspace.root)
         state = workspace.load(self.which)
         workspace.restore(self.classifier, state["model"], self.which)
         self.epoch = state["epoch"]

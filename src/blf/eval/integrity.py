@@ -1,14 +1,22 @@
 """Checks that a robustness evaluation can be trusted (Carlini et al. 2019, "On Evaluating
 Adversarial Robustness"), run after every evaluation. Each check gives a verdict: pass, FAIL
-or skipped (with the reason); a FAIL is printed loudly and recorded, never dropped.
+or skipped (with the reason); a FAIL is printed loudly and recorded, never dropped. Each test
+the attacks as they ran (the PGD settings and eps grid of the evaluation's records).
 
 - monotonic: accuracy does not rise with eps for any attack;
-- unbounded_attack: PGD with a budget that can reach any image drives accuracy to ~0;
+- unbounded_attack: PGD at a budget where the provable robust accuracy is small drives
+  accuracy to ~0 (docs/evaluation.md says why 0.5);
 - gradient_free_vs_gradient: gradient-free attacks (Square, SPSA) do not break examples that
-  every gradient-based attack (PGD, APGD, ...) failed on, at the same eps;
-- input_gradients: few examples have zero or non-finite input gradients (saturated softmax or
-  a saturated bounded head can mask gradients);
-- pgd_convergence: PGD with more iterations and restarts does not lower accuracy materially.
+  the paper's gradient attacks (PGD, APGD) failed on, at every eps where both ran and at the
+  largest eps of the PGD grid (Square runs there if no gradient-free attack did);
+- input_gradients: few correctly classified examples have a masked input gradient: not
+  finite, vanishing next to the gradient of the network's own pre-logit margin, or reversed
+  (ascending the loss would raise the true class's pre-logit margin: BLF beyond z*);
+- pgd_convergence: more iterations with restarts, and other step sizes, do not lower PGD's
+  accuracy at the largest eps materially;
+- saturation: few clean or PGD-adversarial examples have pre-logits beyond the head's
+  extremum (Theorem 3's z* for BLF) or saturation point, where its gradient vanishes or turns;
+- attack_gap: the adaptive worst case lies not far below the paper's attack at any eps.
 """
 
 from __future__ import annotations
@@ -23,7 +31,7 @@ from omegaconf import DictConfig
 from blf import failpoint
 from blf.console import bar as progress_bar
 from blf.data import Split
-from blf.eval.attacks import GRADIENT_BASED, GRADIENT_FREE, PGD
+from blf.eval.attacks import GRADIENT_BASED, GRADIENT_FREE, PAPER, PGD
 from blf.eval.robustness import attacked_correct, percent
 from blf.nn.models import Classifier, frozen
 from blf.run.records import Kind
@@ -80,21 +88,34 @@ def unbounded_attack(classifier: Classifier, subset: Split, cfg: DictConfig, bat
     return _verdict("unbounded_attack", accuracy <= cfg.max_accuracy, accuracy, cfg.max_accuracy, detail)
 
 
-def gradient_free_vs_gradient(outcomes: list[tuple[dict, torch.Tensor]], max_share: float) -> Verdict:
-    """Examples broken by a gradient-free attack but by no gradient-based attack at that eps."""
+def _paper_gradient(name: str) -> bool:
+    """The paper's gradient-based attacks (PGD, APGD): the ones whose numbers a masked gradient
+    would inflate. Surrogates and adaptive attacks are judged by attack_gap instead."""
+    return name in GRADIENT_BASED and name in PAPER
+
+
+def gradient_free_vs_gradient(outcomes: list[tuple[dict, torch.Tensor]], max_share: float,
+                              extra: tuple[float, str, torch.Tensor] | None = None) -> Verdict:
+    """Examples broken by a gradient-free attack but by none of the paper's gradient attacks at
+    that eps. `extra`: (eps, name, outcome on the first examples) of a gradient-free attack run by
+    this check, compared on those examples."""
     by_eps = defaultdict(lambda: {"free": [], "grad": []})
     for row, correct in outcomes:
-        family = "free" if row["attack"] in GRADIENT_FREE else "grad" if row["attack"] in GRADIENT_BASED else None
+        family = "free" if row["attack"] in GRADIENT_FREE else "grad" if _paper_gradient(row["attack"]) else None
         if family:
             by_eps[round(row["eps"], 10)][family].append((row["attack"], correct))
+    if extra is not None:
+        eps, name, correct = extra
+        by_eps[round(eps, 10)]["free"].append((name, correct))
     compared = {e: g for e, g in by_eps.items() if g["free"] and g["grad"]}
     if not compared:
         return Verdict("gradient_free_vs_gradient", "skipped", None, max_share,
-                       "needs a gradient-free (square, spsa) and a gradient-based attack at the same eps")
+                       "needs a gradient-free (square, spsa) and a gradient attack of the paper (pgd, apgd) at the same eps")
     worst_share, worst_detail = -1.0, ""
     for eps, group in sorted(compared.items()):
-        broken_by_free = ~torch.stack([c for _, c in group["free"]]).all(dim=0)
-        broken_by_grad = ~torch.stack([c for _, c in group["grad"]]).all(dim=0)
+        n = min(len(c) for _, c in group["free"] + group["grad"])  # the check's own Square ran on the first examples
+        broken_by_free = ~torch.stack([c[:n] for _, c in group["free"]]).all(dim=0)
+        broken_by_grad = ~torch.stack([c[:n] for _, c in group["grad"]]).all(dim=0)
         missed = broken_by_free & ~broken_by_grad
         share = percent(missed)
         if share > worst_share:
@@ -103,67 +124,187 @@ def gradient_free_vs_gradient(outcomes: list[tuple[dict, torch.Tensor]], max_sha
             worst_share = share
             worst_detail = (f"eps={eps:g}: {int(missed.sum())} of {missed.numel()} examples broken by {free} "
                             f"but not by {grad}")
-    return _verdict("gradient_free_vs_gradient", worst_share <= max_share, worst_share, max_share, worst_detail)
+    remedy = "" if worst_share <= max_share else ": the gradients mislead the attack; trust the adaptive worst case"
+    return _verdict("gradient_free_vs_gradient", worst_share <= max_share, worst_share, max_share, worst_detail + remedy)
 
 
-def input_gradients(classifier: Classifier, subset: Split, batch_size: int, device, max_share: float) -> Verdict:
-    """Share (%) of examples whose cross-entropy input gradient is all zero or not finite."""
-    zero = nonfinite = 0
+def input_gradients(classifier: Classifier, subset: Split, batch_size: int, device, max_share: float,
+                    relative_floor: float = 1e-12) -> Verdict:
+    """Share (%) of correctly classified examples whose cross-entropy input gradient is masked:
+    not finite, all zero, below `relative_floor` x the input gradient of the network's own
+    pre-logit margin (max_{i != y} z_i - z_y: no head, no softmax; the model's typical gradient
+    at that point), or reversed (negative inner product with it: ascending the loss would move
+    away from misclassification, as BLF's gradient does beyond z*)."""
+    from blf.eval.attacks.margin import cw_margin
+
+    counts = {"non-finite": 0, "zero": 0, "vanishing": 0, "reversed": 0}
+    correct = 0
     with frozen(classifier):
         for x, y in subset.batches(batch_size, device):
             x = x.clone().requires_grad_(True)
-            loss = F.cross_entropy(classifier(x), y, reduction="sum")
-            (grad,) = torch.autograd.grad(loss, x)
-            flat = grad.flatten(1)
-            bad = ~torch.isfinite(flat).all(dim=1)
-            nonfinite += int(bad.sum())
-            zero += int(((flat == 0).all(dim=1) & ~bad).sum())
-    share = 100.0 * (zero + nonfinite) / len(subset)
-    detail = f"{zero} examples with all-zero and {nonfinite} with non-finite input gradients (of {len(subset)})"
+            z, logits = classifier.prelogits_and_logits(x)
+            loss = F.cross_entropy(logits.float(), y, reduction="sum")
+            (grad,) = torch.autograd.grad(loss, x, retain_graph=True)
+            (reference,) = torch.autograd.grad(cw_margin(z.float(), y).sum(), x)
+            right = logits.argmax(1) == y
+            grad, reference = grad.flatten(1)[right].double(), reference.flatten(1)[right].double()
+            correct += int(right.sum())
+            nonfinite = ~torch.isfinite(grad).all(dim=1)
+            zero = (grad == 0).all(dim=1) & ~nonfinite
+            scale = reference.abs().sum(dim=1)
+            vanishing = (grad.abs().sum(dim=1) < relative_floor * scale) & ~zero & ~nonfinite
+            reversed_ = ((grad * reference).sum(dim=1) < 0) & ~(nonfinite | zero | vanishing)
+            for name, flags in zip(counts, (nonfinite, zero, vanishing, reversed_)):
+                counts[name] += int(flags.sum())
+    if correct == 0:
+        return Verdict("input_gradients", "skipped", None, max_share, "no correctly classified example")
+    share = 100.0 * sum(counts.values()) / correct
+    detail = (f"of {correct} correctly classified examples: " + ", ".join(f"{n} {k}" for k, n in counts.items())
+              + f" (vanishing: below {relative_floor:g} x the pre-logit margin's gradient)")
+    if share > max_share:
+        detail += "; masked gradients: use BPDA, margin losses on the pre-logits or Square"
     return _verdict("input_gradients", share <= max_share, share, max_share, detail)
 
 
-def pgd_convergence(classifier: Classifier, subset: Split, cfg: DictConfig, batch_size: int, device, seed: int,
-                    progress: bool = False) -> Verdict:
-    """PGD as evaluated vs PGD with `iter_factor` x the iterations and `restarts` restarts."""
+def pgd_settings(outcomes: list[tuple[dict, torch.Tensor]]) -> tuple[dict, torch.Tensor] | None:
+    """The PGD row with the largest eps among the evaluation's records (with its outcome), None
+    where PGD did not run: the checks that re-run PGD use its settings as they were."""
+    runs = [(row, correct) for row, correct in outcomes if row["attack"] == "pgd" and row["eps"] > 0]
+    return max(runs, key=lambda item: item[0]["eps"]) if runs else None
+
+
+def _pgd_from(row: dict, **changes) -> PGD:
+    settings = {"nb_iter": row["attack.nb_iter"], "eps_iter": row["attack.eps_iter"],
+                "rand_init": row.get("attack.rand_init", True), "restarts": row.get("attack.restarts", 1), **changes}
+    return PGD([row["eps"]], **settings)
+
+
+def pgd_convergence(classifier: Classifier, subset: Split, evaluated: tuple[dict, torch.Tensor] | None, cfg: DictConfig,
+                    batch_size: int, device, seed: int, progress: bool = False) -> Verdict:
+    """PGD as evaluated at its largest eps (its recorded outcome) vs, per example, the union of
+    `iter_factor` x the iterations with `restarts` restarts and each step size in `step_factors`."""
+    if evaluated is None:
+        return Verdict("pgd_convergence", "skipped", None, cfg.tolerance, "PGD did not run at an eps > 0")
+    row, recorded = evaluated
     subset = subset.first(min(len(subset), cfg.max_n))
-    base = PGD([cfg.eps], nb_iter=cfg.nb_iter, eps_iter=cfg.eps_iter)
-    strong = PGD([cfg.eps], nb_iter=cfg.nb_iter * cfg.iter_factor, eps_iter=cfg.eps_iter, restarts=cfg.restarts)
-    accuracies = []
-    with frozen(classifier), _bar("PGD convergence", 2 * len(subset), progress) as bar:
-        for attack in (base, strong):
+    variants = [_pgd_from(row, nb_iter=row["attack.nb_iter"] * cfg.iter_factor, restarts=cfg.restarts)]
+    variants += [_pgd_from(row, eps_iter=row["attack.eps_iter"] * f) for f in cfg.step_factors]
+    survived = recorded[: len(subset)].clone()
+    with frozen(classifier), _bar("PGD convergence", len(variants) * len(subset), progress) as bar:
+        for attack in variants:
             torch.manual_seed(seed)
-            correct = attacked_correct(classifier, subset, attack, cfg.eps, batch_size, device, bar)
-            accuracies.append(percent(correct))
-    drop = accuracies[0] - accuracies[1]
-    detail = (f"eps={cfg.eps:g}, {len(subset)} examples: PGD-{cfg.nb_iter} {accuracies[0]:.2f}%, "
-              f"PGD-{strong.nb_iter} x {cfg.restarts} restarts {accuracies[1]:.2f}% (drop {drop:.2f} points)")
+            survived &= attacked_correct(classifier, subset, attack, row["eps"], batch_size, device, bar)
+    base, strong = percent(recorded[: len(subset)]), percent(survived)
+    drop = base - strong
+    steps = ", ".join(f"step {row['attack.eps_iter'] * f:g}" for f in cfg.step_factors)
+    detail = (f"eps={row['eps']:g}, {len(subset)} examples: PGD-{row['attack.nb_iter']} (as evaluated) {base:.2f}%, with "
+              f"PGD-{variants[0].nb_iter} x {cfg.restarts} restarts and {steps}: {strong:.2f}% (drop {drop:.2f} points)")
+    if drop > cfg.tolerance:
+        detail += ": PGD has not converged; raise attack.pgd.nb_iter or restarts"
     return _verdict("pgd_convergence", drop <= cfg.tolerance, drop, cfg.tolerance, detail)
 
 
-def precision_agreement(classifier: Classifier, subset: Split, batch_size: int, device, tolerance: float) -> Verdict:
-    """Clean accuracy under bfloat16 autocast against float32 on the evaluation subset."""
-    from blf.eval.robustness import clean_accuracy
-    from blf.nn.precision import autocast
+def square_at(classifier: Classifier, subset: Split, eps: float, cfg: DictConfig, batch_size: int, device, seed: int,
+              progress: bool = False) -> torch.Tensor:
+    """Per-example outcome of Square (margin loss, `n_queries`) on the first `max_n` examples."""
+    from blf.eval.attacks import Square
 
-    fp32 = clean_accuracy(classifier, subset, batch_size, device)
-    with autocast(device, "bf16"):
-        bf16 = clean_accuracy(classifier, subset, batch_size, device)
-    detail = f"clean accuracy {bf16:.2f}% in bf16, {fp32:.2f}% in fp32 (difference {bf16 - fp32:+.2f} points)"
-    return _verdict("precision", abs(bf16 - fp32) <= tolerance, abs(bf16 - fp32), tolerance, detail)
+    subset = subset.first(min(len(subset), cfg.max_n))
+    attack = Square([eps], n_queries=cfg.n_queries, p_init=0.8, n_restarts=1, loss="margin", seed=seed)
+    torch.manual_seed(seed)
+    with frozen(classifier), _bar(f"Square at eps={eps:g}", len(subset), progress) as bar:
+        return attacked_correct(classifier, subset, attack, eps, batch_size, device, bar)
+
+
+def saturation(classifier: Classifier, subset: Split, evaluated: tuple[dict, torch.Tensor] | None, cfg: DictConfig,
+               batch_size: int, device, seed: int, progress: bool = False) -> Verdict:
+    """Share (%) of examples whose largest |pre-logit| lies beyond the head's saturation point,
+    on clean inputs and on PGD's adversarial inputs at the largest eps (as evaluated)."""
+    from blf.eval.attacks.surrogate import bounded_function, saturation_point
+
+    function = bounded_function(classifier.head)
+    if function is None:
+        return Verdict("saturation", "skipped", None, cfg.max_share, f"head {classifier.head.name} does not saturate")
+    point = saturation_point(function)
+    subset = subset.first(min(len(subset), cfg.max_n))
+    shares, means = {}, {}
+    attack = None if evaluated is None else _pgd_from(evaluated[0])
+    with frozen(classifier):
+        for which in ("clean", "adversarial"):
+            if which == "adversarial" and attack is None:
+                continue
+            torch.manual_seed(seed)
+            beyond, total = 0, 0.0
+            for x, y in subset.batches(batch_size, device):
+                if which == "adversarial":
+                    x = attack.perturb(classifier, x, y, attack.eps[0])
+                with torch.no_grad():
+                    top = classifier.network(x).float().abs().amax(dim=1)
+                beyond += int((top > point).sum())
+                total += float(top.sum())
+            shares[which], means[which] = percent_of(beyond, len(subset)), total / len(subset)
+    worst = max(shares.values())
+    detail = (f"{classifier.head.name}'s saturation point |z| = {point:.4g}: "
+              + "; ".join(f"{w} {shares[w]:.1f}% beyond (mean max |z| {means[w]:.2f})" for w in shares)
+              + ("" if evaluated is None else f" (adversarial: PGD at eps={evaluated[0]['eps']:g}, {len(subset)} examples)"))
+    if worst > cfg.max_share:
+        detail += "; there the head's gradient vanishes or turns: gradient masking suspected, trust the adaptive worst case"
+    return _verdict("saturation", worst <= cfg.max_share, worst, cfg.max_share, detail)
+
+
+def percent_of(count: int, total: int) -> float:
+    return 100.0 * count / total if total else 0.0
+
+
+def attack_gap(outcomes: list[tuple[dict, torch.Tensor]], tolerance: float) -> Verdict:
+    """Largest gap (points), over the eps where an adaptive attack ran, between the paper's best
+    attack and the strongest adaptive attack alone. Alone: two honest attacks together break a
+    few more examples than either (their worst case is an ensemble), which is no sign of masking;
+    one attack far stronger than the paper's is."""
+    by_eps = defaultdict(list)
+    for row, correct in outcomes:
+        by_eps[round(row["eps"], 10)].append((row["attack"], correct))
+    worst_gap, worst_detail = None, ""
+    for eps, group in sorted(by_eps.items()):
+        paper = {a: percent(c) for a, c in group if a in PAPER}
+        adaptive = {a: percent(c) for a, c in group if a not in PAPER}
+        if not paper or not adaptive or eps == 0:
+            continue
+        best_paper, strongest = min(paper, key=paper.get), min(adaptive, key=adaptive.get)
+        gap = paper[best_paper] - adaptive[strongest]
+        if worst_gap is None or gap > worst_gap:
+            worst_gap = gap
+            combined = percent(torch.stack([c for _, c in group]).all(dim=0))
+            worst_detail = (f"eps={eps:g}: {best_paper} {paper[best_paper]:.2f}%, {strongest} {adaptive[strongest]:.2f}% "
+                            f"(worst case over all {combined:.2f}%)")
+    if worst_gap is None:
+        return Verdict("attack_gap", "skipped", None, tolerance, "no adaptive attack ran beside the paper's at an eps > 0")
+    if worst_gap > tolerance:
+        worst_detail += (": the paper's attack is misled by this model (gradient masking); report the adaptive worst "
+                         "case, not the paper's attack")
+    return _verdict("attack_gap", worst_gap <= tolerance, worst_gap, tolerance, worst_detail)
 
 
 def run(classifier: Classifier, subset: Split, outcomes: list[tuple[dict, torch.Tensor]], cfg: DictConfig,
         *, batch_size: int, device, seed: int, progress: bool = False) -> list[Verdict]:
     """Every check, on the evaluation subset and the per-example outcomes recorded for it."""
     rows = [row for row, _ in outcomes]
+    evaluated = pgd_settings(outcomes)
     verdicts = [monotonic(rows, cfg.monotonic_tolerance),
                 unbounded_attack(classifier, subset, cfg.unbounded, batch_size, device, seed, progress)]
     failpoint.reach("integrity")  # halfway through the checks
+    extra = None
+    if evaluated is not None and not any(r["attack"] in GRADIENT_FREE and abs(r["eps"] - evaluated[0]["eps"]) < 1e-9
+                                         for r in rows):
+        eps = evaluated[0]["eps"]
+        extra = (eps, "square", square_at(classifier, subset, eps, cfg.gradient_free, batch_size, device, seed, progress))
     return verdicts + [
-        gradient_free_vs_gradient(outcomes, cfg.gradient_free_max_share),
-        input_gradients(classifier, subset, batch_size, device, cfg.input_gradients_max_share),
-        pgd_convergence(classifier, subset, cfg.convergence, batch_size, device, seed, progress),
+        gradient_free_vs_gradient(outcomes, cfg.gradient_free_max_share, extra),
+        input_gradients(classifier, subset, batch_size, device, cfg.input_gradients_max_share,
+                        cfg.input_gradients_relative_floor),
+        pgd_convergence(classifier, subset, evaluated, cfg.convergence, batch_size, device, seed, progress),
+        saturation(classifier, subset, evaluated, cfg.saturation, batch_size, device, seed, progress),
+        attack_gap(outcomes, cfg.attack_gap_tolerance),
     ]
 
 

@@ -22,6 +22,7 @@ from blf.console import bar as progress_bar
 from blf.data import Split
 from blf.eval.attacks import Attack
 from blf.nn.models import Classifier, frozen
+from blf.run import records
 from blf.run.records import WORST_CASE, Kind
 
 log = logging.getLogger(__name__)
@@ -102,6 +103,7 @@ def robustness(
                 "accuracy": percent(correct),
                 "seconds": time.perf_counter() - start,
                 **{f"attack.{k}": v for k, v in attack.settings().items()},
+                "outcome": records.encode_outcome(correct.numpy()),
             }
             results.append((row, correct))
             log.info("%s eps=%.4g: %.2f%% of %d (%.1fs)", attack.name, eps, row["accuracy"], len(correct), row["seconds"])
@@ -129,6 +131,7 @@ def worst_case(outcomes: Iterable[tuple[dict, torch.Tensor]]) -> list[dict]:
             "accuracy": percent(survived),
             "attacks": "+".join(names),
             "n_attacks": len(group),
+            "outcome": records.encode_outcome(survived.numpy()),
         })
     return rows
 

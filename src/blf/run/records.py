@@ -18,6 +18,7 @@ one table.
 from __future__ import annotations
 
 import functools
+import math
 import subprocess
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
@@ -25,13 +26,22 @@ from enum import Enum, StrEnum
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
+from blf.errors import RecordError
 from blf.run import identity, storage
 
+try:  # pandas' missing value, where pandas is installed (records are written without it)
+    from pandas import NA as pd_NA
+except ImportError:  # pragma: no cover
+    pd_NA = object()
+
 # Version 2: rows carry provenance (code versions, `augmented`, `threads`) and `run_key`.
+# Version 3: robustness and worst-case rows carry their per-example `outcome` (encode_outcome),
+# so that paired statistics need the records only.
 # Rows without `schema_version` were written by earlier code; CIFAR-10 checkpoints of that time
 # were trained without crop and flip (the augmentation never reached the training loop).
-SCHEMA_VERSION = 2
-
+SCHEMA_VERSION = 3
 
 
 class Kind(StrEnum):
@@ -154,6 +164,72 @@ def key(row: Mapping) -> tuple:
 
 def _plain(value):
     return value.value if isinstance(value, Enum) else value
+
+
+def encode_outcome(correct) -> str:
+    """A per-example outcome (True: still correct) as hex, 8 examples per byte in subset order
+    (bit i of byte k is example 8k + i): 1000 examples take 250 characters in a record."""
+    bits = np.asarray(correct, dtype=bool).ravel()
+    return np.packbits(bits, bitorder="little").tobytes().hex()
+
+
+def decode_outcome(text: str, n: int) -> np.ndarray:
+    """The boolean vector of `n` examples that encode_outcome wrote."""
+    data = np.frombuffer(bytes.fromhex(text), dtype=np.uint8)
+    bits = np.unpackbits(data, bitorder="little")
+    if len(bits) < n or len(bits) - n >= 8:
+        raise ValueError(f"an outcome of {len(bits)} bits cannot hold {n} examples")
+    return bits[:n].astype(bool)
+
+
+# What identifies one evaluation of a run (RobustBench keys every number on threat model, dataset
+# and attack version): the attack with every setting, the test subset (n, eval_seed) and the
+# checkpoint (which one, of which epoch). Two rows of one run with different identities are two
+# evaluations, never one number. The head or surrogate an attack crafts through is one of its
+# settings (`attack.surrogate`), so it is part of the attack.
+EVALUATION_ID_FIELDS = ("attack", "n", "eval_seed", "checkpoint", "checkpoint_epoch")
+
+
+def evaluation_id(row: Mapping) -> str:
+    """A readable, stable identity of the evaluation a row comes from, e.g.
+    `pgd[eps_iter=0.01,nb_iter=40,restarts=1,...] n=1000 eval_seed=0 best@99`. Missing values
+    (NaN in a frame read back from CSV) and absent ones read the same."""
+    settings = ",".join(f"{k[len('attack.'):]}={_text(v)}" for k, v in sorted(row.items())
+                        if k.startswith("attack.") and _text(v) != "")
+    if row.get("attacks") not in (None, "") and _text(row.get("attacks")) != "":
+        settings = settings or f"of={row['attacks']}"
+    return (f"{row.get('attack')}[{settings}] n={_text(row.get('n'))} eval_seed={_text(row.get('eval_seed'))} "
+            f"{_text(row.get('checkpoint'))}@{_text(row.get('checkpoint_epoch'))}")
+
+
+def _text(value) -> str:
+    """A value as an identity spells it: None and NaN are empty, 3.0 is 3, 0.01 stays 0.01."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return ""
+    try:
+        if value is pd_NA:
+            return ""
+    except TypeError:
+        pass
+    if isinstance(value, (bool, np.bool_)):
+        return str(bool(value))
+    if isinstance(value, (int, np.integer)):
+        return str(int(value))
+    if isinstance(value, (float, np.floating)):
+        return f"{float(value):.10g}"
+    return str(value)
+
+
+def check_schema(row: Mapping, where: str) -> None:
+    """Refuse a record written by a newer schema than this code reads (its fields may mean
+    something else), naming the file."""
+    version = row.get("schema_version")
+    if version is None or (isinstance(version, float) and math.isnan(version)):
+        return
+    if not isinstance(version, (int, float)) or isinstance(version, bool) or int(version) != version \
+            or not 1 <= version <= SCHEMA_VERSION:
+        raise RecordError(f"{where}: a record has schema_version={version!r}, which this code cannot read; "
+                          f"allowed: 1..{SCHEMA_VERSION} (update the code, or regenerate the records)")
 
 
 def upsert(path: Path, new_rows: Iterable[Mapping]) -> list[dict]:

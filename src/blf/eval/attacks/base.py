@@ -16,7 +16,9 @@ class Attack(ABC):
 
     name = "attack"
 
-    def __init__(self, eps: Sequence[float]):
+    def __init__(self, eps: Sequence[float], name: str | None = None):
+        if name is not None:  # an option of a class several options share (conf/attack/bpda_*.yaml)
+            self.name = name
         if isinstance(eps, (int, float)):
             eps = [eps]
         self.eps = [C.number(f"attack.{self.name}.eps", e, ge=0) for e in eps]
@@ -29,6 +31,10 @@ class Attack(ABC):
 
     def check(self, classifier: nn.Module, num_classes: int) -> None:  # noqa: B027 - an optional hook, not abstract
         """Raise ConfigError if this attack cannot run against `classifier`."""
+
+    def locate(self, run_dir) -> None:  # noqa: B027 - an optional hook, not abstract
+        """Called with the evaluated run's folder before any perturbation (the transfer attack
+        finds its source model beside it)."""
 
     def settings(self) -> dict:
         """Everything but eps that determines the result (goes into each record)."""

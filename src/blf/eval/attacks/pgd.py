@@ -20,6 +20,12 @@ from blf.eval.attacks.base import Attack
 from blf.nn.input_gradient import fast_input_gradients
 
 
+def cross_entropy(model: nn.Module, x: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """PGD's loss (advertorch's default): summed cross-entropy of the logits, with the logits."""
+    logits = model(x)
+    return F.cross_entropy(logits, labels, reduction="sum"), logits
+
+
 def pgd(
     model: nn.Module,
     x: torch.Tensor,
@@ -30,25 +36,42 @@ def pgd(
     eps_iter: float,
     rand_init: bool = True,
     targeted: bool = False,
+    loss=cross_entropy,
+    keep_broken: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """L-infinity PGD; `y` is the target class when `targeted`. Call it with the model in eval
-    mode and its parameters frozen (models.frozen)."""
+    """L-infinity PGD; `y` is the target class when `targeted` (the loss is then descended).
+    Call it with the model in eval mode and its parameters frozen (models.frozen).
+
+    `loss(model, x, labels)` gives (the summed loss to ascend, the logits the model predicts
+    with); adaptive attacks pass their own (margin losses, pre-logit losses, surrogate heads).
+    With `keep_broken` (the true labels), an example keeps the first iterate that the model
+    misclassifies: where the loss is not monotone in the logits (a bounded head), a later step
+    can undo a success that an earlier one found."""
     delta = torch.zeros_like(x)
     if rand_init:
         # Same draw as advertorch's rand_init_delta, so both start from the same point.
         delta.uniform_(-1.0, 1.0).mul_(eps)
         delta = (x + delta).clamp_(0.0, 1.0) - x
+    found = None if keep_broken is None else torch.zeros(len(x), dtype=torch.bool, device=x.device)
+    best = None if keep_broken is None else x.clone()
     for _ in range(nb_iter):
         delta.requires_grad_(True)
         with fast_input_gradients():
-            loss = F.cross_entropy(model(x + delta), y, reduction="sum")
-        (grad,) = torch.autograd.grad(loss, delta)
+            value, logits = loss(model, x + delta, y)
+        (grad,) = torch.autograd.grad(value, delta)
         with torch.no_grad():
+            if found is not None:
+                new = (logits.argmax(1) != keep_broken) & ~found
+                best[new] = (x + delta)[new]
+                found |= new
             step = grad.sign_().mul_(eps_iter)
             delta = delta - step if targeted else delta + step
             delta = delta.clamp_(-eps, eps)
             delta = (x + delta).clamp_(0.0, 1.0) - x
-    return (x + delta).clamp_(0.0, 1.0).detach()
+    last = (x + delta).clamp_(0.0, 1.0).detach()
+    if found is None:
+        return last
+    return torch.where(found.view(-1, *[1] * (x.dim() - 1)), best, last)
 
 
 IMPLEMENTATIONS = ("native", "advertorch")
@@ -71,14 +94,18 @@ class PGD(Attack):
 
     With `restarts` > 1 an example counts as broken if any restart breaks it. Targeted PGD
     drives each example towards a wrong class (`target`); accuracy is still measured against
-    the true label.
+    the true label. The adaptive attacks (surrogate.py, margin.py, transfer.py) are PGD with
+    another loss (`objective`) or another crafting model (`crafting_model`).
     """
 
     name = "pgd"
+    # Whether an example keeps the first iterate that breaks it (pgd's keep_broken): for losses
+    # that are not monotone in the prediction; plain PGD keeps advertorch's last iterate.
+    keep_broken = False
 
     def __init__(self, eps, nb_iter: int, eps_iter: float, rand_init: bool = True, restarts: int = 1,
-                 targeted: bool = False, target: str = "random", implementation: str = "native"):
-        super().__init__(eps)
+                 targeted: bool = False, target: str = "random", implementation: str = "native", *, name: str | None = None):
+        super().__init__(eps, name=name)
         self.nb_iter = C.integer(f"attack.{self.name}.nb_iter", nb_iter, ge=1)
         self.eps_iter = C.number(f"attack.{self.name}.eps_iter", eps_iter, gt=0)
         self.rand_init = bool(rand_init)
@@ -88,9 +115,17 @@ class PGD(Attack):
         self.implementation = C.choice(f"attack.{self.name}.implementation", implementation, IMPLEMENTATIONS)
 
     @classmethod
-    def from_config(cls, cfg: DictConfig) -> PGD:
-        return cls(cfg.eps, cfg.nb_iter, cfg.eps_iter, C.boolean(f"attack.{cls.name}.rand_init", cfg.rand_init),
-                   cfg.restarts, C.boolean(f"attack.{cls.name}.targeted", cfg.targeted), cfg.target, cfg.implementation)
+    def pgd_arguments(cls, cfg: DictConfig, name: str | None = None) -> dict:
+        """The PGD settings every option of this family has (its conf/attack/*.yaml keys)."""
+        key = f"attack.{name or cls.name}"
+        return {"eps": cfg.eps, "nb_iter": cfg.nb_iter, "eps_iter": cfg.eps_iter,
+                "rand_init": C.boolean(f"{key}.rand_init", cfg.rand_init), "restarts": cfg.restarts,
+                "targeted": C.boolean(f"{key}.targeted", cfg.get("targeted", False)), "target": cfg.get("target", "random"),
+                "implementation": cfg.get("implementation", "native")}
+
+    @classmethod
+    def from_config(cls, cfg: DictConfig, name: str | None = None) -> PGD:
+        return cls(**cls.pgd_arguments(cfg, name), name=name)
 
     def settings(self) -> dict:
         return {
@@ -103,11 +138,16 @@ class PGD(Attack):
             "implementation": self.implementation,
         }
 
-    def once(self, model, x, labels, eps):
-        """One PGD run; `labels` are targets when targeted."""
+    def objective(self, model: nn.Module, x: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(the summed loss PGD ascends, the logits) at x; `labels` are targets when targeted."""
+        return cross_entropy(model, x, labels)
+
+    def once(self, model, x, labels, eps, y):
+        """One PGD run; `labels` are targets when targeted, `y` the true labels."""
         if self.implementation == "native":
             return pgd(model, x, labels, eps=eps, nb_iter=self.nb_iter, eps_iter=self.eps_iter,
-                       rand_init=self.rand_init, targeted=self.targeted)
+                       rand_init=self.rand_init, targeted=self.targeted, loss=self.objective,
+                       keep_broken=y if self.keep_broken else None)
         adversary = advertorch_attacks().LinfPGDAttack(
             model, eps=eps, nb_iter=self.nb_iter, eps_iter=self.eps_iter, rand_init=self.rand_init,
             clip_min=0.0, clip_max=1.0, targeted=self.targeted,
@@ -118,19 +158,27 @@ class PGD(Attack):
         """The model whose gradients craft the examples (the attacked model itself here)."""
         return model
 
+    def labels(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """What the loss is taken against: the true labels, or a target class when targeted."""
+        if not self.targeted:
+            return y
+        with torch.no_grad():
+            num_classes = model(x[:1]).shape[1]
+        return choose_targets(model, x, y, self.target, num_classes)
+
     def perturb(self, model, x, y, eps):
-        crafter = self.crafting_model(model)
-        labels = y
-        if self.targeted:
-            with torch.no_grad():
-                num_classes = model(x[:1]).shape[1]
-            labels = choose_targets(model, x, y, self.target, num_classes)
-        best = self.once(crafter, x, labels, eps)
-        for _ in range(self.restarts - 1):
-            # Examples already broken keep their adversarial example; the others try again.
+        return self.restarted(model, self.crafting_model(model), x, y, self.labels(model, x, y), eps)
+
+    def restarted(self, model, crafter, x, y, labels, eps, best=None):
+        """`restarts` runs on `crafter`; an example broken on `model` (by `best`, or by an earlier
+        restart) keeps its adversarial example, the others try again."""
+        for _ in range(self.restarts):
+            if best is None:
+                best = self.once(crafter, x, labels, eps, y)
+                continue
             with torch.no_grad():
                 survivors = model(best).argmax(1) == y
             if not survivors.any():
                 break
-            best[survivors] = self.once(crafter, x[survivors], labels[survivors], eps)
+            best[survivors] = self.once(crafter, x[survivors], labels[survivors], eps, y[survivors])
         return best

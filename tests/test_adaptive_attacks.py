@@ -1,0 +1,133 @@
+"""Each adaptive attack breaks a toy model whose head saturates, where plain PGD does not.
+
+The toy (conftest.toy): 10 pixels, one per class; pre-logit z_i = a (2 x_i - 1). A clean example has its own
+pixel at 1 and the others at 0, so z_y = a and every other z_i = -a. Within eps = 0.55 an attack
+can move x_y to 0.45 and one x_t to 0.55, which flips the prediction (z_t > z_y, and under BLF
+g(z_t) > g(z_y)); a step the wrong way is clipped at the pixel range and changes nothing.
+- BLF with a = 6 (beyond z* = 2.4): cross-entropy's gradient says raise z_y and lower the others
+  (BLF decreases beyond z*), so plain PGD without random start never moves;
+- identity head with a = 1000: softmax saturates in float32, cross-entropy's gradient is exactly
+  zero, and plain PGD stands still too.
+"""
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from blf.eval import attacks, robustness
+from blf.eval.attacks.surrogate import StraightThrough, envelope, extremum, saturation_point
+from blf.nn import heads, models
+from blf.nn.heads import Z_STAR, blf
+from conftest import attack_config, toy
+
+CPU = torch.device("cpu")
+EPS = 0.55
+STEPS = {"nb_iter": 40, "eps_iter": 0.02, "rand_init": False, "restarts": 1}
+
+
+def accuracy(name, classifier, split, **settings):
+    cfg = attack_config(name, eps=[EPS], **{**STEPS, **settings})
+    attack = attacks.build(name, cfg)
+    if name == "transfer":
+        attack.source_dir = Path("baseline")
+        attack.model = models.Classifier(classifier.network, heads.Identity()).eval()  # an unbounded twin
+    _, outcomes = robustness.evaluate(classifier, split, [attack], seed=0, batch_size=30, device=CPU, num_classes=10,
+                                      progress=False)
+    (row, correct), = outcomes
+    assert row["attack"] == name
+    return row["accuracy"]
+
+
+@pytest.fixture(scope="module")
+def saturated_blf():
+    classifier, split = toy(heads.BLF(1.0), 6.0)
+    assert robustness.clean_accuracy(classifier, split, 30, CPU) == 100.0
+    return classifier, split
+
+
+@pytest.fixture(scope="module")
+def saturated_softmax():
+    classifier, split = toy(heads.Identity(), 1000.0)
+    assert robustness.clean_accuracy(classifier, split, 30, CPU) == 100.0
+    return classifier, split
+
+
+def test_plain_pgd_is_fooled_by_both_toys(saturated_blf, saturated_softmax):
+    assert accuracy("pgd", *saturated_blf) == 100.0
+    assert accuracy("pgd", *saturated_softmax) == 100.0
+
+
+@pytest.mark.parametrize("name,extra", [
+    ("bpda_envelope", {}), ("bpda_tanh", {}), ("bpda_identity", {}), ("pgd_cw_prelogits", {}),
+    ("pgd_dlr_prelogits", {}), ("prelogit_targeted", {"n_target_classes": 2}), ("transfer", {}),
+])
+def test_each_adaptive_attack_breaks_the_saturated_blf_head(saturated_blf, name, extra):
+    assert accuracy(name, *saturated_blf, **extra) == 0.0
+
+
+@pytest.mark.parametrize("name", ["pgd_cw", "pgd_dlr"])
+def test_margin_losses_break_a_saturated_softmax(saturated_softmax, name):
+    assert accuracy(name, *saturated_softmax) == 0.0
+
+
+def test_margins_on_blf_logits_inherit_its_masking(saturated_blf):
+    """DLR is invariant to scaling the logits, not to a head that turns: on BLF's logits it is
+    fooled like PGD; on the pre-logits it is not (the test above)."""
+    assert accuracy("pgd_dlr", *saturated_blf) == 100.0
+
+
+def test_for_the_identity_head_bpda_is_plain_pgd():
+    torch.manual_seed(0)
+    classifier, split = toy(heads.Identity(), 1.5)
+    x, y = split.batch(slice(None))
+    for surrogate in ("identity", "tanh", "envelope"):
+        twin = classifier.with_head(StraightThrough(classifier.head, surrogate))
+        assert torch.equal(twin(x), classifier(x))
+        plain = attacks.build("pgd", attack_config("pgd", eps=[0.3], **STEPS)).perturb(classifier, x, y, 0.3)
+        bpda = attacks.build(f"bpda_{surrogate}", attack_config(f"bpda_{surrogate}", eps=[0.3], **STEPS))
+        assert torch.equal(bpda.perturb(classifier, x, y, 0.3), plain)
+
+
+def test_straight_through_keeps_the_real_logits_and_takes_the_surrogates_gradient():
+    head = heads.BLF(2.0)
+    z = torch.tensor([[4.0, -5.0, 0.5]], requires_grad=True)
+    bpda = StraightThrough(head, "envelope")
+    out = bpda(z)
+    assert torch.allclose(out, head(z))
+    (grad,) = torch.autograd.grad(out.sum(), z)
+    assert (grad > 0).all()  # BLF's own gradient is negative at 4 and -5 (beyond z*)
+    (own,) = torch.autograd.grad(head(z).sum(), z)
+    assert own[0, 0] < 0 and own[0, 1] < 0
+
+
+def test_envelope_is_blf_up_to_z_star_and_increasing_beyond():
+    assert extremum(blf) == pytest.approx(Z_STAR, abs=1e-3)
+    assert saturation_point(torch.tanh) == pytest.approx(2.993, abs=1e-2)
+    z = torch.linspace(-30, 30, 60001, dtype=torch.float64)
+    e = envelope(blf, z)
+    inside = z.abs() <= Z_STAR - 1e-3
+    assert torch.allclose(e[inside], blf(z[inside]))
+    assert (torch.diff(e) > 0).all()
+
+
+def test_records_name_the_surrogate_loss_and_source():
+    bpda = attacks.build("bpda_tanh", attack_config("bpda_tanh"))
+    margin = attacks.build("pgd_dlr_prelogits", attack_config("pgd_dlr_prelogits"))
+    assert bpda.name == "bpda_tanh" and bpda.settings()["surrogate"] == "tanh"
+    assert margin.settings()["loss"] == "dlr" and margin.settings()["outputs"] == "prelogits"
+    assert attacks.build("transfer", attack_config("transfer")).settings()["source"] is None  # not located yet
+
+
+def test_the_adaptive_set_composes_and_eval_adaptive_false_leaves_it_out():
+    from blf import assembly  # noqa: F401 - the settings the apps read
+    from conftest import compose_config
+
+    cfg = compose_config(overrides=["attack=[pgd,adaptive]"])
+    names = [a.name for a in attacks.build_all(cfg.attack)]
+    assert names[0] == "pgd" and {"bpda_envelope", "pgd_dlr_prelogits", "prelogit_targeted", "transfer"} <= set(names)
+    assert [a.name for a in attacks.build_all(cfg.attack, adaptive=False)] == ["pgd"]
+    # The set's grid attacks cover the eps grid; the others run at the table eps.
+    by_name = {a.name: a for a in attacks.build_all(cfg.attack)}
+    assert by_name["bpda_envelope"].eps == by_name["pgd"].eps
+    assert by_name["bpda_tanh"].eps == [cfg.dataset.threat.table_eps]
