@@ -131,3 +131,60 @@ def test_the_adaptive_set_composes_and_eval_adaptive_false_leaves_it_out():
     by_name = {a.name: a for a in attacks.build_all(cfg.attack)}
     assert by_name["bpda_envelope"].eps == by_name["pgd"].eps
     assert by_name["bpda_tanh"].eps == [cfg.dataset.threat.table_eps]
+
+
+def test_a_run_evaluated_with_the_adaptive_set_records_every_attack_and_the_checks(tmp_path):
+    """The set through the app: grid attacks over the PGD grid, the others at the table eps, transfer
+    from the Baseline beside the run (its folder named in the records), the new checks recorded."""
+    from conftest import evaluate, train
+
+    train(tmp_path / "seed:0")  # the study's Baseline
+    train(tmp_path / "blf", "head=blf", "head.gamma=0.5")
+    small = [f"attack.{a}.nb_iter=2" for a in ("pgd", "bpda_envelope", "pgd_dlr_prelogits", "bpda_tanh", "bpda_identity",
+                                              "pgd_cw", "pgd_dlr", "prelogit_targeted", "transfer")]
+    evaluate(tmp_path / "blf", "attack=[pgd,adaptive]", "attack.pgd.eps=[0.0,0.1,0.3]", *small, "logger=none",
+             "progress=false", "eval.n=32", "eval.integrity.unbounded.nb_iter=5", "eval.integrity.gradient_free.n_queries=10",
+             "eval.integrity.convergence.iter_factor=2", "eval.integrity.convergence.restarts=2", "analysis=[]")
+    from blf.run import storage
+
+    rows = storage.read_jsonl(tmp_path / "blf" / "results.jsonl")
+    ran = {(r["attack"], r["eps"]) for r in rows if r["kind"] == "robustness"}
+    assert {("bpda_envelope", 0.3), ("pgd_dlr_prelogits", 0.1), ("bpda_tanh", 0.15), ("transfer", 0.15),
+            ("prelogit_targeted", 0.15)} <= ran
+    assert ("bpda_tanh", 0.3) not in ran
+    transfer = next(r for r in rows if r.get("attack") == "transfer")
+    assert transfer["attack.source"] == "seed:0"
+    worst = next(r for r in rows if r["kind"] == "worst_case" and r["eps"] == 0.15)
+    assert {"pgd", "transfer", "bpda_tanh"} <= set(worst["attacks"].split("+"))
+    checks = {r["check"] for r in rows if r["kind"] == "integrity"}
+    assert {"saturation", "attack_gap", "input_gradients", "pgd_convergence", "gradient_free_vs_gradient"} <= checks
+    # Without the set, the same command runs the paper's attack alone.
+    evaluate(tmp_path / "seed:0", "attack=[pgd,adaptive]", "eval.adaptive=false", "logger=none", "progress=false",
+             "eval.n=32", "attack.pgd.nb_iter=2", "analysis=[]", "eval.integrity.enabled=false")
+    assert {r["attack"] for r in storage.read_jsonl(tmp_path / "seed:0" / "results.jsonl") if r["kind"] == "robustness"} == {"pgd"}
+
+
+def test_transfer_finds_the_baseline_beside_the_run_another_seed_first(tmp_path):
+    import json
+
+    from blf.eval.attacks.transfer import find_baseline
+
+    def run(name, **identity):
+        folder = tmp_path / name
+        (folder / "checkpoints").mkdir(parents=True)
+        (folder / "checkpoints" / "best.pt").write_bytes(b"")
+        row = {"dataset": "mnist", "model": "2c2f", "training": "standard", "head": "identity", "regularizer": "none",
+               "seed": 0, **identity}
+        (folder / "results.jsonl").write_text(json.dumps(row) + "\n")
+        return folder, row
+
+    blf_run, blf_identity = run("blf", head="blf")
+    run("lsq", regularizer="logit_squeezing")
+    run("at", training="pgd_at")
+    seed0, seed0_identity = run("seed:0")
+    assert find_baseline(blf_run, blf_identity) == seed0
+    assert find_baseline(seed0, seed0_identity) == seed0  # alone: its own source (plain PGD)
+    seed1, _ = run("seed:1", seed=1)
+    assert find_baseline(blf_run, blf_identity) == seed1  # independent of the run's seed
+    assert find_baseline(seed0, seed0_identity) == seed1
+    assert find_baseline(blf_run, {**blf_identity, "model": "4c3f"}) is None

@@ -44,7 +44,7 @@ def test_a_run_leaves_checkpoints_metrics_and_tidy_records(tmp_path):
                 r["training"], r["seed"]) == ("mnist", "2c2f", "blf", 1.5, "logit_squeezing", 0.05, None, "standard", 3)
         assert r["attack.nb_iter"] == 3 and r["checkpoint"] == "best" and r["checkpoint_epoch"] == best["epoch"]
         # Provenance: schema, the code that evaluated and the code that trained, the thread count.
-        assert r["schema_version"] == 2 and r["trained_schema_version"] == 2 and r["augmented"] is False
+        assert r["schema_version"] == 3 and r["trained_schema_version"] == 3 and r["augmented"] is False
         assert r["code_commit"] == r["trained_code_commit"] and len(r["code_commit"] or "x" * 40) == 40
         assert r["threads"] == torch.get_num_threads() and len(r["run_key"]) == 40
     norms = [r for r in rows if r["kind"] == "norms"]

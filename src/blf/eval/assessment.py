@@ -78,10 +78,10 @@ class Assessment:
 
     def __init__(self, workspace: RunFolder, run: Assembly):
         self.workspace, self.assembly, self.settings = workspace, run, run.evaluation
-        self.dataset, self.classifier, self.device, self.attacks = run.dataset, run.classifier, run.device, run.attacks
+        self.dataset, self.classifier, self.device = run.dataset, run.classifier, run.device
+        # The transfer attack finds its source beside this run; an attack that cannot run here is left out.
+        self.attacks = [attack for attack in run.attacks if attack.locate(workspace.root, run.identity())]
         self.which = self.settings.checkpoint
-        for attack in self.attacks:  # the transfer attack finds its source beside this run
-            attack.locate(workspace.root)
         state = workspace.load(self.which)
         workspace.restore(self.classifier, state["model"], self.which)
         self.epoch = state["epoch"]

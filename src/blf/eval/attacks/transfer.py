@@ -11,42 +11,41 @@ be for an unbounded head); the records name the source either way (`attack.sourc
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
-from omegaconf import OmegaConf
-from omegaconf.errors import OmegaConfBaseException
 from torch import nn
 
 from blf import config as C
 from blf.eval.attacks.pgd import PGD
+from blf.run import storage
 
 AUTO = "auto"
+log = logging.getLogger(__name__)
 
 
-def _plain(folder: Path) -> dict | None:
-    """The values of a run folder's resolved config that say which model it trained; None where
-    it has none or it cannot be read (a folder of another kind)."""
-    try:
-        cfg = OmegaConf.load(folder / ".hydra" / "config.yaml")
-        return {"dataset": str(cfg.dataset.name), "model": str(cfg.model.name), "training": str(cfg.training.name),
-                "head": str(cfg.head.name), "regularizer": str(cfg.regularizer.name), "seed": int(cfg.seed)}
-    except (OSError, OmegaConfBaseException, AttributeError, TypeError, ValueError):
+IDENTITY = ("dataset", "model", "training", "head", "regularizer", "seed")
+
+
+def _identity(folder: Path) -> dict | None:
+    """Which model a finished run folder trained, from its first record (the records carry the
+    run's identity); None for a folder without a checkpoint or records."""
+    if not (folder / "checkpoints" / "best.pt").is_file():
         return None
+    rows = storage.read_jsonl(folder / "results.jsonl") if (folder / "results.jsonl").is_file() else []
+    return {k: rows[0].get(k) for k in IDENTITY} if rows else None
 
 
-def find_baseline(run_dir: Path) -> Path | None:
-    """The Baseline beside `run_dir` (module docstring), or None."""
-    own = _plain(run_dir)
-    if own is None:
-        return None
+def find_baseline(run_dir: Path, own: dict) -> Path | None:
+    """The Baseline beside `run_dir` (module docstring) for a run of identity `own`, or None."""
     candidates = []
     for folder in sorted(Path(run_dir).parent.iterdir()):
-        other = _plain(folder) if (folder / "checkpoints" / "best.pt").is_file() else None
+        other = _identity(folder) if folder.is_dir() else None
         if other and other["head"] == "identity" and other["regularizer"] == "none" and all(
-                other[k] == own[k] for k in ("dataset", "model", "training")):
+                other[k] == own.get(k) for k in ("dataset", "model", "training")):
             # Another seed first (independent), then the run itself.
-            candidates.append((other["seed"] == own["seed"], folder.resolve() == Path(run_dir).resolve(), folder))
-    return min(candidates)[2] if candidates else None
+            candidates.append((other["seed"] == own.get("seed"), folder.resolve() == Path(run_dir).resolve(), folder.name))
+    return Path(run_dir).parent / min(candidates)[2] if candidates else None
 
 
 class TransferPGD(PGD):
@@ -69,15 +68,22 @@ class TransferPGD(PGD):
         return cls(a["eps"], a["nb_iter"], a["eps_iter"], a["rand_init"], a["restarts"], cfg.source, cfg.checkpoint,
                    name=name)
 
-    def locate(self, run_dir) -> None:
+    def locate(self, run_dir, identity: dict) -> bool:
         run_dir = Path(run_dir)
-        found = find_baseline(run_dir) if self.source == AUTO else Path(self.source)
-        if found is None or not (found / "checkpoints" / f"{self.checkpoint}.pt").is_file():
-            where = (f"no Baseline (head=identity, regularizer=none, same dataset, model and training) with a "
-                     f"checkpoint beside {run_dir}" if self.source == AUTO else f"{found} has no checkpoints/{self.checkpoint}.pt")
-            raise C.ConfigError(f"attack.{self.name}.source={self.source!r}: {where}; allowed: auto (a Baseline in the "
-                                "same sweep) or the folder of a trained run")
+        if self.source == AUTO:
+            found = find_baseline(run_dir, identity)
+            if found is None:  # a study without a Baseline (Fig. 5), or one not trained yet
+                log.warning("attack %s: no Baseline (head=identity, regularizer=none, same dataset, model and training) "
+                            "with a checkpoint beside %s: not run; attack.%s.source=<run folder> names one",
+                            self.name, run_dir, self.name)
+                return False
+        else:
+            found = Path(self.source)
+            if not (found / "checkpoints" / f"{self.checkpoint}.pt").is_file():
+                raise C.ConfigError(f"attack.{self.name}.source={self.source!r} has no checkpoints/{self.checkpoint}.pt; "
+                                    "allowed: auto (a Baseline in the same sweep) or the folder of a trained run")
         self.source_dir = found.resolve()
+        return True
 
     def settings(self) -> dict:
         # The source by name (its folder in the sweep), not by the machine's path.
