@@ -6,6 +6,7 @@ from omegaconf import OmegaConf
 from torch import nn
 
 from blf import data
+from blf.errors import ConfigError
 from blf.eval import attacks, integrity, robustness
 from blf.nn import heads, models
 from conftest import attack_config, option, toy
@@ -154,3 +155,18 @@ def test_convergence_tests_the_pgd_that_ran(honest, dataset):
     assert "PGD-1 (as evaluated)" in verdict.detail and "eps=0.2" in verdict.detail
     assert verdict.failed  # one step of 0.01 is far from converged at 0.2
     assert integrity.pgd_convergence(honest, dataset.test, None, CHECKS.convergence, 100, CPU, 0).status == "skipped"
+
+
+def test_budget_sweep_shows_a_converging_pgd_and_records_one_row_per_budget(honest, dataset):
+    from blf.eval import budget_sweep
+
+    cfg = budget_sweep.settings(OmegaConf.create({"eps": 0.1, "eps_iter": 0.005, "steps": [1, 5, 20], "restarts": [1, 3],
+                                                   "restart_steps": 5, "max_n": 100}))
+    rows = budget_sweep.sweep(honest, dataset.test, cfg, batch_size=100, device=CPU, seed=0)
+    budgets = [(r["attack.nb_iter"], r["attack.restarts"]) for r in rows]
+    assert budgets == [(1, 1), (5, 1), (20, 1), (5, 3)]  # (5, 1) once
+    by_steps = [r["accuracy"] for r in rows if r["attack.restarts"] == 1]
+    assert by_steps[0] > by_steps[-1]  # one step of 0.005 is far from converged at 0.1
+    assert all(r["sweep_n"] == 100 and r["kind"] == "budget_sweep" for r in rows)
+    with pytest.raises(ConfigError, match="analysis.budget_sweep.steps"):
+        budget_sweep.settings(OmegaConf.create({**cfg, "steps": [0]}))

@@ -16,7 +16,7 @@ import torch
 from omegaconf import DictConfig
 
 from blf import config as C
-from blf.eval import integrity, loss_surface, operator_norm, robustness
+from blf.eval import budget_sweep, integrity, loss_surface, operator_norm, robustness
 from blf.nn import precision
 from blf.run import records, storage
 from blf.run.folder import RunFolder
@@ -27,7 +27,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-ANALYSES = ("operator_norm", "loss_surface")
+ANALYSES = ("operator_norm", "loss_surface", "budget_sweep")
 CHECKPOINTS = ("best", "last")
 
 
@@ -44,6 +44,7 @@ class EvalSettings:
     analyses: tuple[str, ...]
     integrity: DictConfig
     loss_surface: DictConfig
+    sweep: dict | None  # analysis.budget_sweep, checked
     amp: str
     progress: bool
 
@@ -68,6 +69,7 @@ class EvalSettings:
             analyses=analyses,
             integrity=spec.integrity,
             loss_surface=spec.loss_surface,
+            sweep=budget_sweep.settings(cfg.analysis.budget_sweep) if "budget_sweep" in analyses else None,
             amp=precision.policy(cfg.trainer.amp),
             progress=C.boolean("progress", cfg.progress),
         )
@@ -157,6 +159,10 @@ class Assessment:
             rows += [{**self.common, **r} for r in layers] + [{**self.common, **operator_norm.summary(layers)}]
         if "loss_surface" in self.settings.analyses:
             rows += self.loss_surface_rows(self.settings.loss_surface)
+        if "budget_sweep" in self.settings.analyses:
+            rows += [{**self.common, **r} for r in budget_sweep.sweep(
+                self.classifier, self.subset, self.settings.sweep, batch_size=self.batch_size, device=self.device,
+                seed=self.seed, progress=self.settings.progress)]
         return rows
 
     def derived_rows(self) -> tuple[list[dict], list[integrity.Verdict]]:
