@@ -31,30 +31,15 @@ def test_every_claim_the_tables_can_test_holds_on_the_papers_own_numbers():
     verdicts = claims.evaluate(claims.published_cells(published.load()))
     from_tables = verdicts[verdicts["section"].str.contains("Table")]
     from_figures = verdicts[~verdicts["section"].str.contains("Table")]
-    assert len(from_tables) == 13 and set(from_tables["holds"]) == {"yes"}, from_tables[["claim", "holds"]]
+    assert len(from_tables) == 14 and set(from_tables["verdict"]) == {"holds"}, from_tables[["claim", "verdict"]]
+    # Published numbers are points: the deciding effect has no width.
+    assert (from_tables["ci_low"] == from_tables["ci_high"]).all() and (from_tables["effect"] == from_tables["ci_low"]).all()
     # Figures have no published numbers: those claims wait for our records.
-    assert set(from_figures["holds"]) == {"not measured"}
+    assert set(from_figures["verdict"]) == {"not measured"}
     assert len(set(verdicts["claim"])) == len(verdicts) == len(claims.CLAIMS)
 
 
-def test_a_claim_reads_yes_no_or_not_measured_with_its_numbers():
-    claim = next(c for c in claims.CLAIMS if c.name == "blf_most_robust_mnist_st_large_eps")
-
-    def curves(blf_at_02):
-        rows = [record(attack="pgd", eps=0.2, head="blf", gamma=1.0, accuracy=blf_at_02),
-                record(attack="pgd", eps=0.2, accuracy=30.0),
-                record(attack="pgd", eps=0.1, accuracy=90.0)]  # eps <= 0.15: outside the claim
-        return comparison.cells(frame(*rows))
-
-    holds = claim.test(curves(40.0))
-    assert holds.holds is True and "BLF 40 (#1)" in holds.numbers and "Baseline 30" in holds.numbers
-    fails = claim.test(curves(20.0))
-    assert fails.holds is False and "BLF 20 (#2)" in fails.numbers
-    assert claim.test(comparison.cells(frame(record(attack="pgd", eps=0.2)))).holds is None  # BLF absent
-    assert claims.Finding(None, "").verdict == "not measured"
-
-
-def test_side_by_side_joins_every_published_cell_with_mean_std_and_delta():
+def test_side_by_side_joins_every_published_cell_with_its_interval_and_delta():
     final = frame(record(accuracy=50.0, seed=0), record(accuracy=52.0, seed=1, run="/runs/b1"),
                   record(model="resnet18", dataset="cifar10", eps=EIGHT + 1e-9, accuracy=1.0, run="/runs/rn"))
     joined = comparison.side_by_side(final, 2)
@@ -72,8 +57,9 @@ def test_side_by_side_joins_every_published_cell_with_mean_std_and_delta():
     shown = comparison.display(joined)
     assert list(shown.columns) == ["attack", "eps", "method", "ours", "paper", "delta", "worst case", "failed checks"]
     first = shown.iloc[0]
+    # Two seeds: the mean with its t-interval (t = 12.71 for one degree of freedom), delta the same shifted.
     assert (shown.index[0], first["method"], first["ours"], first["paper"], first["delta"]) == \
-        ("2C2F ST", "Baseline", "51.0 ± 1.4", "51.5", "-0.5")
+        ("2C2F ST", "Baseline", "51.0 [38.3, 63.7]", "51.5", "-0.5 [-13.2, +12.2]")
     # Only the rows of the paper's table where something was measured: 2C2F ST and RN18 ST.
     assert set(shown.index) == {"2C2F ST", "RN18 ST"} and (shown["ours"] == "not measured").sum() == 8
     assert shown.loc[(shown["method"] == "TRADES") & (shown.index == "2C2F ST"), "paper"].iloc[0] == "N/A"
@@ -85,7 +71,8 @@ def test_a_cell_carries_the_worst_case_and_the_failed_checks_of_its_runs():
     run = "/runs/blf"
     final = frame(record(attack="pgd", eps=0.15, head="blf", gamma=1.0, accuracy=60.0, run=run),
                   record(attack="square", eps=0.15, head="blf", gamma=1.0, accuracy=70.0, run=run),
-                  record("worst_case", attack="worst_case", eps=0.15, head="blf", gamma=1.0, accuracy=55.0, run=run),
+                  record("worst_case", attack="worst_case", eps=0.15, head="blf", gamma=1.0, accuracy=55.0, run=run,
+                         attacks="pgd+square"),
                   record("integrity", attack=None, eps=None, head="blf", gamma=1.0, run=run, check="pgd_convergence",
                          status="FAIL"),
                   record("integrity", attack=None, eps=None, head="blf", gamma=1.0, run=run, check="monotonic",
@@ -95,8 +82,11 @@ def test_a_cell_carries_the_worst_case_and_the_failed_checks_of_its_runs():
     assert ours.loc["pgd", "failed_checks"] == "pgd_convergence"
     shown = comparison.display(comparison.side_by_side(final, 2))
     blf = shown[(shown.index == "2C2F ST") & (shown["method"] == "BLF (gamma=1)")].iloc[0]
-    assert (blf["ours"], blf["worst case"], blf["failed checks"]) == ("70.0", "55.0", "pgd_convergence")
-    assert r"BLF ($\gamma = 1$) & 70.0 & " in tables.to_latex(shown) and r"pgd\_convergence \\" in tables.to_latex(shown)
+    # One run on 1,000 images: Wilson intervals; the worst case names the attacks it is made of.
+    assert (blf["ours"], blf["worst case"], blf["failed checks"]) == \
+        ("70.0 [67.1, 72.8]", "55.0 [51.9, 58.1] (pgd+square)", "pgd_convergence")
+    assert r"BLF ($\gamma = 1$) & 70.0 [67.1, 72.8] & " in tables.to_latex(shown)
+    assert r"pgd\_convergence \\" in tables.to_latex(shown)
 
 
 def test_smoke_synthetic_and_subset_records_say_they_are_not_comparable():
@@ -124,51 +114,102 @@ def test_the_written_side_by_side_and_claims_lead_with_the_warning(tmp_path):
     assert [p.name for p in written] == ["t_vs_paper.md", "t_vs_paper.tex", "t_vs_paper.csv"]
     text = (tmp_path / "t_vs_paper.md").read_text()
     assert text.splitlines()[2].startswith("> **NOT COMPARABLE WITH THE PAPER")
-    assert "| 2C2F ST | square | 0.15 | BLF (gamma=1) | 58.0 | 59.4 | -1.4 |" in text
+    assert "| 2C2F ST | square | 0.15 | BLF (gamma=1) | 58.0 [54.9, 61.0] | 59.4 | -1.4 [-4.5, +1.6] |" in text
+    assert comparison.DISPLAY_NOTE in text
     tex = (tmp_path / "t_vs_paper.tex").read_text()
     assert "NOT COMPARABLE" in tex.splitlines()[1]
     assert r" & attack & $\varepsilon$ & method & ours & paper & delta & worst case & failed checks \\" in tex
-    assert r"2C2F ST & square & 0.15 & BLF ($\gamma = 1$) & 58.0 & 59.4 & -1.4 &  &  \\" in tex
+    assert r"2C2F ST & square & 0.15 & BLF ($\gamma = 1$) & 58.0 [54.9, 61.0] & 59.4 & -1.4 [-4.5, +1.6] &  &  \\" in tex
     assert len(pd.read_csv(tmp_path / "t_vs_paper.csv")) == 40
     verdicts = claims.evaluate(comparison.cells(final))
     renderers.claims_table(verdicts, final, tmp_path / "claims", "T")
     head = (tmp_path / "claims.md").read_text().splitlines()[0]
-    assert "2 yes, 0 no, 23 not measured" in head and "NOT COMPARABLE" in head
+    assert "0 holds, 0 fails, 0 inconclusive, 31 not measured" in head and "NOT COMPARABLE" in head
     assert "| regularizers_above_baseline_square_st | 5.3, Table 2 |" in (tmp_path / "claims.md").read_text()
+    assert list(pd.read_csv(tmp_path / "claims.csv").columns) == [
+        "claim", "section", "text", "verdict", "effect", "ci_low", "ci_high", "numbers", "verdict_worst_case",
+        "effect_worst_case", "ci_low_worst_case", "ci_high_worst_case", "numbers_worst_case"]
 
 
 def test_curve_table_puts_the_worst_case_under_the_attacks_and_marks_failed_checks():
     run = "/runs/blf"
     rows = [record(attack=a, eps=e, head="blf", gamma=1.0, accuracy=acc, run=run)
             for a, e, acc in [("pgd", 0.0, 99.0), ("pgd", 0.3, 40.0), ("pgd_tanh_surrogate", 0.3, 10.0)]]
-    rows += [record("worst_case", attack="worst_case", eps=0.3, head="blf", gamma=1.0, accuracy=9.0, run=run),
+    rows += [record("worst_case", attack="worst_case", eps=0.3, head="blf", gamma=1.0, accuracy=9.0, run=run,
+                    attacks="pgd+pgd_tanh_surrogate"),
              record("integrity", attack=None, eps=None, head="blf", gamma=1.0, run=run, check="gradient_free_vs_gradient",
                     status="FAIL"),
-             record(attack="pgd", eps=0.3, accuracy=5.0, run="/runs/base")]
+             record(attack="pgd", eps=0.3, accuracy=5.0, run="/runs/base"),
+             # A method evaluated by one attack still shows its worst case, named by that attack.
+             record("worst_case", attack="worst_case", eps=0.3, accuracy=5.0, run="/runs/base", attacks="pgd")]
     final = frame(*rows)
     table = tables.curve_table(final, [])
-    assert list(table.index) == ["Baseline, pgd", "BLF (gamma=1), pgd", "BLF (gamma=1), pgd_tanh_surrogate",
-                                 "BLF (gamma=1), worst case"]
-    assert table.loc["BLF (gamma=1), pgd", "eps=0.3"] == "40.0 †" and table.loc["Baseline, pgd", "eps=0.3"] == "5.0"
-    assert table.loc["BLF (gamma=1), worst case", "eps=0.3"] == "9.0 †"
+    assert list(table.index) == ["Baseline, pgd", "Baseline, worst case (pgd)", "BLF (gamma=1), pgd",
+                                 "BLF (gamma=1), pgd_tanh_surrogate", "BLF (gamma=1), worst case (pgd+pgd_tanh_surrogate)"]
+    # One run of 1,000 images: each accuracy with its Wilson interval.
+    assert table.loc["BLF (gamma=1), pgd", "eps=0.3"] == "40.0 [37.0, 43.1] †"
+    assert table.loc["Baseline, pgd", "eps=0.3"] == "5.0 [3.8, 6.5]"
+    assert table.loc["BLF (gamma=1), worst case (pgd+pgd_tanh_surrogate)", "eps=0.3"] == "9.0 [7.4, 10.9] †"
     notes = tables.integrity_notes(final, tables.failed_checks(final))
     assert notes == ["† 2C2F ST BLF (gamma=1) (seed 0): failed gradient_free_vs_gradient (blf)"]
 
 
 def test_a_claim_about_robustness_is_also_read_in_the_worst_case():
-    """BLF leads under PGD at eps 0.2 but not once the tanh-surrogate attack is counted: the
-    claim holds as the paper measured it and fails in the worst case."""
+    """BLF leads under PGD at eps 0.2 and 0.25 but not once the tanh-surrogate attack is counted:
+    the claim holds as the paper measured it and fails in the worst case."""
     blf, base = "/runs/blf", "/runs/base"
-    final = frame(record(attack="pgd", eps=0.2, head="blf", gamma=1.0, accuracy=32.0, run=blf),
-                  record(attack="pgd_tanh_surrogate", eps=0.2, head="blf", gamma=1.0, accuracy=15.0, run=blf),
-                  record("worst_case", attack="worst_case", eps=0.2, head="blf", gamma=1.0, accuracy=14.0, run=blf),
-                  record(attack="pgd", eps=0.2, accuracy=18.0, run=base),
-                  record("worst_case", attack="worst_case", eps=0.2, accuracy=18.0, run=base),
-                  record("operator_norm_summary", attack=None, eps=None, head="blf", gamma=1.0, mean_conv=7.0, run=blf),
-                  record("operator_norm_summary", attack=None, eps=None, mean_conv=8.0, run=base))
-    verdicts = claims.evaluate(comparison.cells(final)).set_index("claim")
+    rows = []
+    for eps in (0.2, 0.25):
+        rows += [record(attack="pgd", eps=eps, head="blf", gamma=1.0, accuracy=32.0, run=blf),
+                 record(attack="pgd_tanh_surrogate", eps=eps, head="blf", gamma=1.0, accuracy=15.0, run=blf),
+                 record("worst_case", attack="worst_case", eps=eps, head="blf", gamma=1.0, accuracy=14.0, run=blf),
+                 record(attack="pgd", eps=eps, accuracy=18.0, run=base),
+                 record("worst_case", attack="worst_case", eps=eps, accuracy=18.0, run=base)]
+    rows.append(record("operator_norm_summary", attack=None, eps=None, head="blf", gamma=1.0, mean_conv=7.0, run=blf))
+    verdicts = claims.evaluate(comparison.cells(frame(*rows))).set_index("claim")
     large = verdicts.loc["blf_most_robust_mnist_st_large_eps"]
-    assert (large["holds"], large["holds_worst_case"]) == ("yes", "no")
-    assert "BLF 32 (#1)" in large["numbers"] and "BLF 14 (#2), best other Baseline 18" in large["numbers_worst_case"]
+    assert (large["verdict"], large["verdict_worst_case"]) == ("holds", "fails")
+    # No outcomes recorded: two binomials, unpaired; the deciding effect is BLF - Baseline.
+    assert "BLF (gamma=1) #1, vs Baseline: 32 vs 18, +14.0 [" in large["numbers"] and "unpaired (binomial)" in large["numbers"]
+    assert "BLF (gamma=1) #2, vs Baseline: 14 vs 18, -4.0 [" in large["numbers_worst_case"]
+    assert large["effect"] == pytest.approx(14.0) and large["ci_low"] > 0 and large["ci_high_worst_case"] < 0
     norms = verdicts.loc["regularizers_smaller_operator_norms"]
-    assert (norms["holds"], norms["holds_worst_case"]) == ("yes", "-")  # not a robustness claim
+    assert norms["verdict_worst_case"] == "-"  # not a robustness claim
+
+
+# Two evaluations of one run: the same attack with other settings, or on another subset.
+TWO_EVALUATIONS = [({"attack.restarts": 1}, {"attack.restarts": 5}, "restarts=1"),
+                   ({"n": 100}, {"n": 20}, "n=100")]
+
+
+def evaluated_twice(older, newer, **kwargs):
+    """One run's PGD at eps 0.3 evaluated twice: 60% by the older evaluation, 40% by the newer."""
+    return [record(attack="pgd", eps=0.3, accuracy=60.0, evaluated_at="2026-01-01T00:00:00", **older, **kwargs),
+            record(attack="pgd", eps=0.3, accuracy=40.0, evaluated_at="2026-02-01T00:00:00", **newer, **kwargs)]
+
+
+@pytest.mark.parametrize("older, newer, label", TWO_EVALUATIONS)
+def test_two_evaluations_of_one_run_are_two_cells_never_their_mean(older, newer, label):
+    ours = comparison.cells(frame(*evaluated_twice(older, newer)))
+    assert sorted(ours["ours"]) == [40.0, 60.0] and list(ours["seeds"]) == [1, 1]
+    # The newer evaluation is the cell under the attack's name; the older says what differs.
+    assert dict(zip(ours["variant"], ours["ours"])) == {"": 40.0, label: 60.0}
+
+
+@pytest.mark.parametrize("older, newer, label", TWO_EVALUATIONS)
+def test_curve_and_accuracy_tables_show_two_evaluations_as_two_rows(older, newer, label):
+    final = frame(*evaluated_twice(older, newer))
+    curve = tables.curve_table(final, [])
+    assert list(curve.index) == ["Baseline, pgd", f"Baseline, pgd ({label})"]
+    assert curve["eps=0.3"].str.startswith("40.0").iloc[0] and curve["eps=0.3"].str.startswith("60.0").iloc[1]
+    text = tables.accuracy_table(final)
+    assert f"pgd ({label})" in text and "60.0" in text and "40.0" in text and "50.0" not in text
+
+
+def test_a_published_cell_evaluated_twice_is_two_rows_beside_the_paper():
+    rows = [record(accuracy=acc, evaluated_at=at, **{"attack.n_queries": q})
+            for acc, at, q in ((50.0, "2026-01-01", 1000), (45.0, "2026-02-01", 5000))]
+    shown = comparison.display(comparison.side_by_side(frame(*rows), 2))
+    baseline = shown[(shown.index == "2C2F ST") & (shown["method"] == "Baseline")]
+    assert list(baseline["attack"]) == ["square", "square (n_queries=1000)"]
+    assert [o.split()[0] for o in baseline["ours"]] == ["45.0", "50.0"]

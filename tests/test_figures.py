@@ -43,20 +43,21 @@ def test_norms_vs_accuracy_pairs_each_runs_norms_with_its_pgd_accuracy():
     assert (1.5, 70.0) in points and (3.0, 60.0) in points and (9.0, 60.0) in points  # logits of a, b; pre-logits
 
 
-def test_a_run_under_several_attacks_gets_its_worst_case_as_a_dotted_line():
+def test_every_run_gets_its_worst_case_as_a_dotted_line_named_by_its_attacks():
     df = frame()
     square = df[(df["run_dir"] == "a") & (df["kind"] == "robustness")].assign(attack="square", accuracy=[79.0, 65.0])
-    worst = [{**square.iloc[0].to_dict(), "kind": "worst_case", "attack": "worst_case", "eps": eps, "accuracy": acc}
-             for eps, acc in ((0.0, 79.0), (4 / 255, 60.0))]
-    lone = {**df[df["run_dir"] == "b"].iloc[1].to_dict(), "kind": "worst_case", "attack": "worst_case"}
+    worst = [{**square.iloc[0].to_dict(), "kind": "worst_case", "attack": "worst_case", "eps": eps, "accuracy": acc,
+              "attacks": "pgd+square"} for eps, acc in ((0.0, 79.0), (4 / 255, 60.0))]
+    lone = {**df[df["run_dir"] == "b"].iloc[1].to_dict(), "kind": "worst_case", "attack": "worst_case", "attacks": "pgd"}
     df = pd.concat([df, square, pd.DataFrame([*worst, lone])], ignore_index=True)
     ax = figures.accuracy_panels(df, []).axes[0]
     lines = {bars.get_label(): bars.lines[0] for bars in ax.containers}  # errorbar: the data line first
     dotted = [name for name, line in lines.items() if line.get_linestyle() == ":"]
-    assert dotted == ["BLF ($\\gamma$=0.5), worst case"]  # run b had one attack: no worst case drawn
+    # Run b had one attack: its worst case is that attack's, and it is drawn all the same.
+    assert dotted == ["BLF ($\\gamma$=0.5), worst case (pgd+square)", "tanh ($\\gamma$=1), worst case (pgd)"]
     assert list(lines[dotted[0]].get_ydata()) == [79.0, 60.0]
     # A method keeps its colour across its attacks; methods differ in colour, attacks in style.
-    blf = [lines[f"BLF ($\\gamma$=0.5), {attack}"] for attack in ("pgd", "square", "worst case")]
+    blf = [lines[f"BLF ($\\gamma$=0.5), {attack}"] for attack in ("pgd", "square", "worst case (pgd+square)")]
     assert len({line.get_color() for line in blf}) == 1 and len({line.get_linestyle() for line in blf}) == 3
     assert lines["tanh ($\\gamma$=1), pgd"].get_color() != blf[0].get_color()
 

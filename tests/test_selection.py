@@ -116,3 +116,29 @@ def test_the_study_selects_on_the_grid_seed_even_when_other_seeds_score_higher()
     )
     chosen = driver.Study("fig3", "smoke").select(df)
     assert chosen["run_dir"].tolist() == ["g2"] and chosen["hp_value"].tolist() == [1.0]
+
+
+@pytest.mark.parametrize("older, newer, label", [({"attack.restarts": 1}, {"attack.restarts": 5}, "restarts=1"),
+                                                 ({"n": 100}, {"n": 20}, "n=100")])
+def test_a_run_evaluated_twice_is_scored_by_its_newest_evaluation_and_says_so(older, newer, label):
+    rows = run("at", head="blf", gamma=1.0, training="pgd_at", pgd={0.3: 60.0})
+    second = {**rows[-1], "accuracy": 40.0, "evaluated_at": "2026-02-01", **newer}
+    rows[-1].update(evaluated_at="2026-01-01", **older)
+    scored = selection.scores(pd.DataFrame([*rows, second]), "protocol", {"mnist": 0.3}).iloc[0]
+    assert scored["score"] == 40.0  # never 50, the mean of the two
+    assert scored["basis"] == f"pgd accuracy at eps=0.3 (the newest of 2 evaluations; not used: {label}: 60)"
+
+
+@pytest.mark.parametrize("older, newer", [({"attack.restarts": 1}, {"attack.restarts": 5}), ({"n": 100}, {"n": 20})])
+def test_the_final_records_keep_both_evaluations_of_a_run(older, newer):
+    """Review: Study.final de-duplicated on the observation and dropped a restarts=5 row."""
+    from blf.study import driver
+
+    base = {"dataset": "mnist", "model": "2c2f", "head": "blf", "gamma": 1.0, "regularizer": "none", "lam": None,
+            "alpha": None, "training": "standard", "beta": None, "seed": 0, "run_dir": "r", "kind": "robustness",
+            "attack": "spsa", "eps": 0.15, "n": 1000, "eval_seed": 0, "checkpoint": "best"}
+    df = pd.DataFrame([{**base, "accuracy": 60.0, **older}, {**base, "accuracy": 40.0, **newer}])
+    chosen = pd.DataFrame([{"dataset": "mnist", "model": "2c2f", "setting": "ST", "method": "BLF", "hp_value": 1.0,
+                            "for_attack": a} for a in ("spsa", "square")])  # a table tuned per attack: rows repeat
+    final = driver.Study("table1", "smoke").final(df, chosen)
+    assert sorted(final["accuracy"]) == [40.0, 60.0]

@@ -235,8 +235,8 @@ def test_a_table_tuned_per_attack_is_compared_on_its_own_selection(tmp_path):
 def test_the_report_logs_the_comparison_and_the_claims_to_wandb(tmp_path, monkeypatch):
     monkeypatch.setenv("WANDB_MODE", "offline")
     study = driver.Study("table2", "smoke", overrides=["logger=wandb"], sweep=tmp_path / "multirun", out=tmp_path / "out")
-    study.log_report({"claims": pd.DataFrame({"claim": ["a", "b"], "holds": ["yes", "not measured"], "numbers": ["1", None]})})
+    study.log_report({"claims": pd.DataFrame({"claim": ["a", "b"], "verdict": ["holds", "not measured"], "numbers": ["1", None]})})
     tables = list((tmp_path / "multirun").rglob("offline-run-*/files/media/table/report/claims_*.table.json"))
     assert len(tables) == 1
     logged = json.loads(tables[0].read_text())
-    assert logged["columns"] == ["claim", "holds", "numbers"] and logged["data"] == [["a", "yes", "1"], ["b", "not measured", None]]
+    assert logged["columns"] == ["claim", "verdict", "numbers"] and logged["data"] == [["a", "holds", "1"], ["b", "not measured", None]]

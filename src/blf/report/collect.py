@@ -24,7 +24,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from blf.errors import BLFError
 from blf.report import figures, provenance, tables
-from blf.run import storage
+from blf.run import records, storage
 
 
 def run_folders(sweep: Path) -> list[Path]:
@@ -58,15 +58,19 @@ def job_status(run: Path) -> dict:
 
 
 def collect(sweep: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """(every record below `sweep`, one status line per run folder)."""
+    """(every record below `sweep`, one status line per run folder). A record of a schema this
+    code cannot read stops the collection with an error naming its file (records.check_schema)."""
     sweep = Path(sweep)
     if not sweep.is_dir():
         raise BLFError(f"sweep folder {sweep} does not exist; allowed: a folder holding run folders (multirun/<experiment>/<profile>)")
     rows, jobs = [], []
     for run in run_folders(sweep):
         jobs.append(job_status(run))
-        # A record says which folder it belongs to by where it is, not by what it says.
-        rows.extend({**row, "run_dir": str(run)} for row in storage.read_jsonl(run / "results.jsonl"))
+        results = run / "results.jsonl"
+        for row in storage.read_jsonl(results):
+            records.check_schema(row, str(results))
+            # A record says which folder it belongs to by where it is, not by what it says.
+            rows.append({**row, "run_dir": str(run)})
     return pd.DataFrame(rows), pd.DataFrame(jobs)
 
 

@@ -1,9 +1,12 @@
 """Ours beside the paper: our records as cells in the shape of the published tables
 (published.csv), joined cell by cell into `ours | paper | delta`, with a one-line summary.
 
-A cell is one (dataset, model, setting, method, attack, eps, metric): our mean and standard
-deviation over the seeds of the selected runs, the worst case over every attack run on the
-same checkpoints at that eps, and the integrity checks those evaluations failed. A comparison
+A cell is one (dataset, model, setting, method, attack, eps, metric), for one hyper-parameter
+value and one evaluation (evaluations.variants: the same attack run twice with other settings
+is two cells, never their mean): our mean, standard deviation and 95% interval over the seeds of
+the selected runs (blf.report.statistics), each run's sample for the claims' paired tests, the
+worst case over every attack run on the same checkpoints and images at that eps (with the
+attacks it is made of), and the integrity checks those evaluations failed. A comparison
 is only meaningful at the paper's scale: `not_comparable` says why the records are not (smoke
 profile, synthetic data, a training subset), and every comparison written from such records
 says so first, loudly.
@@ -14,21 +17,30 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 
+import numpy as np
 import pandas as pd
 from omegaconf import OmegaConf
 
 from blf import config as C
-from blf.report import labels, provenance, published, tables
+from blf.report import evaluations, labels, provenance, published, statistics, tables
 from blf.run.records import Kind
 
 CELL = ["dataset", "model", "setting", "method", "attack", "eps", "metric"]
+# What tells two cells of one CELL apart: the tuned hyper-parameter (a study without selection,
+# Fig. 1, has every grid point) and the evaluation (evaluations.variants); neither is averaged.
+_APART = ["hp_value", "variant"]
 # Budgets as join keys: 0.15 and 8/255 as the configs resolve them and as published.csv has them.
 _EPS_DIGITS = 6
 # What "close" means per metric, for the summary line: accuracy in points; the operator norms
 # (Table 3) and loss differences (Table 5) have no common unit, so relative to the paper's value.
 CLOSE = {"accuracy": ("points", 2.0), "mean_conv": ("relative", 0.10), "max_minus_min": ("relative", 0.10)}
-# Columns an observation keeps besides its cell: which run, seed, test subset and hyper-parameter.
-_CARRIED = ["run_dir", "seed", "n", "hp", "hp_value"]
+# Columns an observation keeps besides its cell: which run, seed, test subset (and its per-example
+# outcome) and hyper-parameter, and which evaluation.
+_CARRIED = ["run_dir", "seed", "n", "eval_seed", "outcome", "subset", "hp", "hp_value", "variant"]
+# Mean logit and pre-logit norms on clean test data (Fig. 1), one observation each per run.
+NORM_METRICS = ("logit_l2", "logit_linf", "prelogit_l2", "prelogit_linf")
+# L-BLF starts from gamma = softplus(gamma_tilde_init) (conf/head/lblf.yaml: -1, appendix B).
+GAMMA_TILDE_INIT = -1.0
 # The paper's test sets (MNIST and CIFAR-10 both have 10,000 test images): a subset adds sampling error.
 TEST_SET = 10_000
 
@@ -36,22 +48,33 @@ TEST_SET = 10_000
 def observations(final: pd.DataFrame) -> pd.DataFrame:
     """One row per (run, observation) in the published shape: `value` of `metric` (accuracy of a
     robustness row; mean_conv of the operator-norm summary; max - min of the loss surface,
-    averaged over the data points as Table 5 does). `final` must be annotated."""
+    averaged over the data points as Table 5 does; the norms of Fig. 1; L-BLF's `gamma_growth`,
+    its learned gamma less its initial one). `final` must be annotated."""
     if final.empty or "kind" not in final:
         return pd.DataFrame(columns=[*CELL, *_CARRIED, "value"])
     parts = []
     robust = final[final["kind"] == Kind.ROBUSTNESS]
     if not robust.empty:
         parts.append(robust.assign(metric="accuracy", value=robust["accuracy"]))
-    norms = final[final["kind"] == Kind.OPERATOR_NORM_SUMMARY]
-    if not norms.empty:
-        parts.append(norms.assign(metric="mean_conv", value=norms["mean_conv"], attack=None, eps=math.nan))
+    summary = final[final["kind"] == Kind.OPERATOR_NORM_SUMMARY]
+    if not summary.empty:
+        parts.append(summary.assign(metric="mean_conv", value=summary["mean_conv"], attack=None, eps=math.nan))
     surfaces = final[final["kind"] == Kind.LOSS_SURFACE]
     if not surfaces.empty:
-        keys = ["run_dir", "dataset", "model", "setting", "method", "seed"]
-        per_run = surfaces.groupby(keys, as_index=False)["max_minus_min"].mean()
+        keys = ["run_dir", "dataset", "model", "setting", "method", "seed", "hp", "hp_value"]
+        per_run = surfaces.groupby(keys, as_index=False, dropna=False)["max_minus_min"].mean()
         parts.append(per_run.assign(metric="max_minus_min", value=per_run["max_minus_min"], attack=None, eps=math.nan))
+    norms = final[final["kind"] == Kind.NORMS]
+    parts += [norms.assign(metric=m, value=norms[m], attack=None, eps=math.nan) for m in NORM_METRICS if m in norms]
+    lblf = norms[norms["head"] == "lblf"] if "head" in norms else norms.iloc[:0]
+    if not lblf.empty:
+        start = lblf.get("head.gamma_tilde_init", pd.Series(GAMMA_TILDE_INIT, index=lblf.index)).fillna(GAMMA_TILDE_INIT)
+        initial = np.log1p(np.exp(start.astype(float)))  # softplus (section 4)
+        parts.append(lblf.assign(metric="gamma_growth", value=lblf["gamma"] - initial, attack=None, eps=math.nan))
     rows = pd.concat(parts or [pd.DataFrame(columns=CELL)], ignore_index=True)
+    rows["attack"] = rows["attack"].fillna("")
+    rows["variant"] = evaluations.variants(rows, [c for c in CELL if c != "eps"] + ["hp_value"])
+    rows["subset"] = evaluations.per_row(rows, evaluations.subset)
     for column in _CARRIED:
         if column not in rows:
             rows[column] = None
@@ -63,28 +86,48 @@ def _eps_key(eps: pd.Series) -> pd.Series:
 
 
 def worst_cases(final: pd.DataFrame) -> pd.DataFrame:
-    """(run_dir, eps key) -> worst-case accuracy over every attack run on that checkpoint.
-    `final` holds records (`cells` returns before calling this on a frame without them)."""
+    """(run_dir, eps key, subset) -> worst-case accuracy over every attack run on that checkpoint
+    and subset, its per-example outcome and the attacks it is made of. `final` holds records
+    (`cells` returns before calling this on a frame without them)."""
     worst = final[final["kind"] == Kind.WORST_CASE]
-    return pd.DataFrame({"run_dir": worst["run_dir"], "eps_key": _eps_key(worst["eps"]), "worst": worst["accuracy"]})
+    return pd.DataFrame({"run_dir": worst["run_dir"], "eps_key": _eps_key(worst["eps"]),
+                         "subset": evaluations.per_row(worst, evaluations.subset), "worst": worst.get("accuracy"),
+                         "worst_outcome": worst.get("outcome"), "worst_attacks": worst.get("attacks")})
+
+
+CELL_COLUMNS = [*CELL, "hp", *_APART, "ours", "ours_std", "ours_low", "ours_high", "seeds", "samples", "worst",
+                "worst_low", "worst_high", "worst_attacks", "worst_samples", "failed_checks", "n"]
 
 
 def cells(final: pd.DataFrame) -> pd.DataFrame:
-    """Our cells: mean, std and count over seeds, the worst case beside an accuracy (mean over
-    the same runs), the failed integrity checks of those runs, and the test images evaluated."""
+    """Our cells: mean, std, 95% interval (statistics.estimate) and count over seeds, each run's
+    sample (for the paired tests of claims), the worst case beside an accuracy (the same runs'
+    worst-case rows on the same subset, with the attacks they are made of), the failed integrity
+    checks of those runs, and the test images evaluated. A cell never mixes two evaluations or two
+    hyper-parameters (`_APART`)."""
     obs = observations(final)
     if obs.empty:
-        return pd.DataFrame(columns=[*CELL, "ours", "ours_std", "seeds", "worst", "failed_checks", "n"])
-    obs = obs.assign(eps_key=_eps_key(obs["eps"]), attack=obs["attack"].fillna(""))
-    obs = obs.merge(worst_cases(final), on=["run_dir", "eps_key"], how="left")
+        return pd.DataFrame(columns=CELL_COLUMNS)
+    obs = obs.assign(eps_key=_eps_key(obs["eps"])).merge(worst_cases(final), on=["run_dir", "eps_key", "subset"],
+                                                         how="left")
     failed = tables.failed_checks(final)
-    obs = obs.assign(failed=obs["run_dir"].map(lambda run: failed.get(run, ())))
-    keys = [c for c in CELL if c != "eps"] + ["eps_key"]
-    grouped = obs.groupby(keys, dropna=False)
-    out = grouped.agg(eps=("eps", "first"), ours=("value", "mean"), ours_std=("value", "std"), seeds=("seed", "nunique"),
-                      worst=("worst", "mean"), n=("n", "min"), hp=("hp", "first"), hp_value=("hp_value", "first"),
-                      failed_checks=("failed", lambda runs: ", ".join(sorted({c for checks in runs for c in checks}))))
-    return out.reset_index()
+    keys = [c for c in CELL if c != "eps"] + ["eps_key", *_APART]
+    out = []
+    for _, group in obs.groupby(keys, dropna=False, sort=True):
+        first = group.iloc[0]
+        accuracy = first["metric"] == "accuracy"
+        ours = statistics.samples(group, "value", accuracy)
+        worst = statistics.samples(group.assign(outcome=group["worst_outcome"]), "worst", accuracy)
+        spread, worst_spread = statistics.estimate(ours), statistics.estimate(worst) if worst else None
+        out.append({**{c: first[c] for c in [*CELL, "hp", *_APART]}, "ours": spread.estimate,
+                    "ours_std": spread.std if spread.std is not None else math.nan, "ours_low": spread.low,
+                    "ours_high": spread.high, "seeds": group["seed"].nunique(), "samples": ours,
+                    "worst": worst_spread.estimate if worst else math.nan,
+                    "worst_low": worst_spread.low if worst else math.nan, "worst_high": worst_spread.high if worst else math.nan,
+                    "worst_attacks": ", ".join(sorted(set(group["worst_attacks"].dropna()))), "worst_samples": worst,
+                    "failed_checks": ", ".join(sorted({c for run in group["run_dir"] for c in failed.get(run, ())})),
+                    "n": group["n"].min()})
+    return pd.DataFrame(out, columns=CELL_COLUMNS)
 
 
 def study_cells(final: pd.DataFrame, tuned: Mapping[str, pd.DataFrame]) -> pd.DataFrame:
@@ -100,10 +143,12 @@ def study_cells(final: pd.DataFrame, tuned: Mapping[str, pd.DataFrame]) -> pd.Da
 
 def side_by_side(final: pd.DataFrame, table: int | str) -> pd.DataFrame:
     """Every cell of the published `table` with ours beside it (NaN where we did not measure
-    it) and delta = ours - paper."""
+    it; a row per evaluation and hyper-parameter where we have several) and delta = ours -
+    paper, with the interval of ours (the paper's number is a point)."""
     paper = published.table(table)
     paper = paper.assign(eps_key=_eps_key(paper["eps"]), attack=paper["attack"].fillna(""))
-    ours = cells(final).drop(columns=["eps"], errors="ignore")
+    ours = cells(final)
+    ours = ours.assign(eps_key=_eps_key(ours["eps"])).drop(columns=["eps", "samples", "worst_samples"])
     joined = paper.merge(ours, on=[c for c in CELL if c != "eps"] + ["eps_key"], how="left")
     joined = joined.rename(columns={"value": "paper"}).drop(columns=["eps_key"])
     return joined.assign(delta=joined["ours"] - joined["paper"])
@@ -143,10 +188,20 @@ def _number(value: float, decimals: int) -> str:
     return "" if pd.isna(value) else f"{value:.{decimals}f}"
 
 
+def _interval(estimate: float, low: float, high: float, decimals: int, signed: bool = False) -> str:
+    return statistics.Interval(estimate, low, high, "").text(decimals, signed)
+
+
+# The foot of a displayed side-by-side: what its brackets are.
+DISPLAY_NOTE = (f"ours: the mean over seeds; {statistics.CAPTION}. delta: ours - paper, the same interval shifted. "
+                "worst case: per example, over the attacks named.")
+
+
 def display(joined: pd.DataFrame) -> pd.DataFrame:
     """The side-by-side as a table for people: one row per cell in the paper's order, for the
     (dataset, model, setting, attack) rows of the paper's table where we measured a cell (the
-    summary line counts the rest)."""
+    summary line counts the rest); ours, delta and the worst case with their 95% intervals
+    (DISPLAY_NOTE), an attack evaluated twice as two rows (`pgd (restarts=5)`)."""
     measured = joined.groupby(["dataset", "model", "setting", "attack"], dropna=False)["ours"].transform(
         lambda v: v.notna().any())
     joined = joined[measured]
@@ -158,18 +213,18 @@ def display(joined: pd.DataFrame) -> pd.DataFrame:
     order = order.sort_values(["_model", "_setting", "attack", "_method"], kind="stable")
     rows = []
     for _, r in order.iterrows():
-        if pd.isna(r["ours"]):
-            ours = "not measured"
-        elif r.get("seeds", 1) and r["seeds"] > 1:
-            ours = f"{r['ours']:.{decimals}f} ± {r['ours_std']:.{decimals}f}"
-        else:
-            ours = _number(r["ours"], decimals)
-        worst = _number(r.get("worst"), decimals) if r["metric"] == "accuracy" else ""
+        ours = _interval(r["ours"], r["ours_low"], r["ours_high"], decimals) if pd.notna(r["ours"]) else "not measured"
+        delta = _interval(r["delta"], r["ours_low"] - r["paper"], r["ours_high"] - r["paper"], decimals, signed=True) \
+            if pd.notna(r["delta"]) else ""
+        worst = ""
+        if r["metric"] == "accuracy" and pd.notna(r.get("worst")):
+            worst = f"{_interval(r['worst'], r['worst_low'], r['worst_high'], decimals)} ({r['worst_attacks'] or 'its attacks'})"
+        variant = r.get("variant") if isinstance(r.get("variant"), str) else ""
         rows.append({"model": labels.facet_label("model", r["model"]), "setting": r["setting"],
-                     "attack": r["attack"] or "", "eps": r["eps_text"] if isinstance(r["eps_text"], str) else "",
+                     "attack": evaluations.shown(r["attack"] or "", variant),
+                     "eps": r["eps_text"] if isinstance(r["eps_text"], str) else "",
                      "method": f"{r['method']} ({r['hp']}={r['hp_value']:g})" if pd.notna(r.get("hp_value")) else r["method"],
-                     "ours": ours, "paper": _number(r["paper"], decimals) or "N/A",
-                     "delta": "" if pd.isna(r["delta"]) else f"{r['delta']:+.{decimals}f}",
+                     "ours": ours, "paper": _number(r["paper"], decimals) or "N/A", "delta": delta,
                      "worst case": worst, "failed checks": r["failed_checks"] if isinstance(r["failed_checks"], str) else ""})
     out = pd.DataFrame(rows)
     if out.empty:

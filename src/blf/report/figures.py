@@ -19,8 +19,7 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
 from blf.nn import heads
-from blf.report import labels
-from blf.report.tables import WORST_CASE_LABEL
+from blf.report import labels, tables
 from blf.run import storage
 from blf.run.records import WORST_CASE, Kind, same_eps
 
@@ -92,18 +91,20 @@ OTHER_STYLES = ["--", "-.", (0, (5, 1, 1, 1, 1, 1)), (0, (1, 2, 5, 2))]
 
 
 def _curves(ax: Axes, curve: pd.DataFrame, per255: bool) -> None:
-    """One line per (method, attack): the method's colour, the attack's line style."""
+    """One line per (method, attack as tables.attack_labels names it): the method's colour, the
+    attack's line style; two evaluations of one attack are two lines, never their mean."""
     curve = curve.assign(label=curve.apply(lambda row: labels.label(row, SYMBOLS), axis=1))
-    several_attacks = curve["attack"].nunique() > 1
+    curve = curve.assign(shown=tables.attack_labels(curve, ["label"]))
+    several_attacks = curve["shown"].nunique() > 1
     methods = sorted(curve["label"].unique(), key=lambda label: (labels.method_key(label), label))
     others = sorted(a for a in curve["attack"].unique() if a not in ATTACK_STYLES)
     styles = {**ATTACK_STYLES, **{a: OTHER_STYLES[i % len(OTHER_STYLES)] for i, a in enumerate(others)}}
-    for (label, attack), group in sorted(curve.groupby(["label", "attack"]), key=lambda item: (labels.method_key(item[0][0]), item[0])):
+    for (label, shown), group in sorted(curve.groupby(["label", "shown"]), key=lambda item: (labels.method_key(item[0][0]), item[0])):
         stats = group.groupby("eps")["accuracy"].agg(["mean", "std"]).reset_index()
         x = stats["eps"] * (255 if per255 else 1)
-        name = f"{label}, {WORST_CASE_LABEL if attack == WORST_CASE else attack}" if several_attacks else label
-        ax.errorbar(x, stats["mean"], yerr=stats["std"].fillna(0.0), marker="o", ms=3, capsize=2, ls=styles[attack],
-                    color=f"C{methods.index(label) % 10}", label=name)
+        ax.errorbar(x, stats["mean"], yerr=stats["std"].fillna(0.0), marker="o", ms=3, capsize=2,
+                    ls=styles[group["attack"].iloc[0]], color=f"C{methods.index(label) % 10}",
+                    label=f"{label}, {shown}" if several_attacks else label)
     ax.set_xlabel("$\\varepsilon$ (/255)" if per255 else "$\\varepsilon$")
     ax.set_ylabel("accuracy (%)")
     ax.set_ylim(-2, 102)
@@ -114,14 +115,10 @@ def _curves(ax: Axes, curve: pd.DataFrame, per255: bool) -> None:
 
 
 def with_worst_case(df: pd.DataFrame) -> pd.DataFrame:
-    """The robustness rows, and the worst case of each run evaluated by more than one attack (a
-    dotted line below its attacks' lines, as curve tables list it)."""
-    robust = df[df["kind"] == Kind.ROBUSTNESS]
-    if "run_dir" not in df:
-        return robust
-    several = robust.groupby("run_dir")["attack"].nunique().gt(1)
-    worst = df[(df["kind"] == Kind.WORST_CASE) & df["run_dir"].map(several).fillna(False).astype(bool)]
-    return pd.concat([robust, worst], ignore_index=True)
+    """The robustness rows and every worst-case row: each method's adaptive worst case is a
+    dotted line below its attacks' lines wherever it was recorded, named by the attacks it is
+    made of, as curve tables list it."""
+    return df[df["kind"].isin([Kind.ROBUSTNESS, Kind.WORST_CASE])]
 
 
 def accuracy_panels(df: pd.DataFrame, facets: list[str], *, title: str = "",

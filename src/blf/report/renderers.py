@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from blf.report import comparison, figures, labels, provenance, tables
+from blf.report import claims, comparison, figures, labels, provenance, statistics, tables
 from blf.run import storage
 from blf.run.folder import safe_name
 from blf.run.records import Kind, same_eps
@@ -30,8 +30,14 @@ def curves(final: pd.DataFrame, spec: Mapping, path: Path, title: str) -> list[P
     """Figs. 3, 4, 5, 7 (and the demo): accuracy against eps, one panel per facet value."""
     facets = list(spec.get("facets") or [])
     written = figures.save(figures.accuracy_panels(final, facets, title=title), path, close=True)
-    return [*written, *write_table(tables.curve_table(final, facets), path, f"{title}: accuracy (%), mean ± std over seeds",
-                                   tables.integrity_notes(final, tables.failed_checks(final)))]
+    return [*written, *write_table(tables.curve_table(final, facets), path, f"{title}: accuracy (%), mean over seeds",
+                                   [CURVE_NOTE, *tables.integrity_notes(final, tables.failed_checks(final))])]
+
+
+# The foot of a curve table and of a method table: what the brackets and the worst case are.
+CURVE_NOTE = (f"{statistics.CAPTION}. worst case (a+b): the adaptive worst case, per example over the attacks "
+              "named, at each eps where it was recorded.")
+METHOD_NOTE = f"Mean over seeds; {statistics.CAPTION}."
 
 
 def norms(final: pd.DataFrame, spec: Mapping, path: Path, title: str) -> list[Path]:
@@ -44,16 +50,17 @@ def attack_table(final: pd.DataFrame, spec: Mapping, path: Path, title: str) -> 
     eps = {dataset: float(value) for dataset, value in spec["select_eps"].items()}
     rows = final[(final["kind"] == Kind.ROBUSTNESS) & final["attack"].isin(list(spec["select_attacks"]))]
     rows = rows[rows.apply(lambda r: same_eps(r["eps"], eps[r["dataset"]]), axis=1)]
-    keys = ["attack", "model", "setting"] if len(spec["select_attacks"]) > 1 else ["model", "setting"]
+    rows = rows.assign(attack=tables.attack_labels(rows, ["model", "setting", "method"]))
+    keys = ["attack", "model", "setting"] if rows["attack"].nunique() > 1 else ["model", "setting"]
     failed = tables.failed_checks(final)
     return write_table(tables.method_table(rows, "accuracy", keys, failed=failed), path, title,
-                       tables.integrity_notes(rows, failed))
+                       [METHOD_NOTE, *tables.integrity_notes(rows, failed)])
 
 
 def operator_norms(final: pd.DataFrame, spec: Mapping, path: Path, title: str) -> list[Path]:
     """Table 3: mean L-infinity operator norm of the convolutions."""
     rows = final[final["kind"] == Kind.OPERATOR_NORM_SUMMARY]
-    return write_table(tables.method_table(rows, "mean_conv", ["model", "setting"]), path, title)
+    return write_table(tables.method_table(rows, "mean_conv", ["model", "setting"]), path, title, [METHOD_NOTE])
 
 
 def loss_surfaces(final: pd.DataFrame, spec: Mapping, path: Path, title: str) -> list[Path]:
@@ -61,7 +68,8 @@ def loss_surfaces(final: pd.DataFrame, spec: Mapping, path: Path, title: str) ->
     surfaces of each selected run (Figs. 8-16), drawn from the arrays the run saved."""
     points = final[final["kind"] == Kind.LOSS_SURFACE]
     per_run = points.groupby(["run_dir", "model", "setting", "method"], as_index=False)["max_minus_min"].mean()
-    written = write_table(tables.method_table(per_run, "max_minus_min", ["model", "setting"], decimals=3), path, title)
+    written = write_table(tables.method_table(per_run, "max_minus_min", ["model", "setting"], decimals=3), path, title,
+                          [METHOD_NOTE])
     for _, run in per_run.drop_duplicates(["model", "setting", "method"]).iterrows():
         rows = points[points["run_dir"] == run["run_dir"]]
         # The arrays' place is the run folder's, never a path read from a record.
@@ -96,8 +104,8 @@ def versus_paper(joined: Mapping[str, pd.DataFrame], final: pd.DataFrame, path: 
             markdown.append(f"**Table {table}**\n\n{line}\n")
             latex.append(f"% Table {table}: {line}")
             continue
-        markdown.append(tables.to_markdown(shown, f"Table {table}") + f"\n{line}\n")
-        latex.append(tables.to_latex(shown, f"Table {table}: {line}"))
+        markdown.append(tables.to_markdown(shown, f"Table {table}") + f"\n{line}\n\n{comparison.DISPLAY_NOTE}\n")
+        latex.append(tables.to_latex(shown, f"Table {table}: {line}\n{comparison.DISPLAY_NOTE}"))
     storage.write_text(path.with_suffix(".md"), "\n".join(markdown))
     storage.write_text(path.with_suffix(".tex"), "\n".join(latex))
     storage.write_text(path.with_suffix(".csv"), pd.concat(list(joined.values()), ignore_index=True).to_csv(index=False))
@@ -105,17 +113,29 @@ def versus_paper(joined: Mapping[str, pd.DataFrame], final: pd.DataFrame, path: 
 
 
 def claims_table(verdicts: pd.DataFrame, final: pd.DataFrame, path: Path, title: str) -> list[Path]:
-    """The paper's claims read in the study's records: claim, section, holds, numbers."""
-    counts = verdicts["holds"].value_counts().to_dict()
-    line = ", ".join(f"{counts.get(v, 0)} {v}" for v in ("yes", "no", "not measured"))
+    """The paper's claims read in the study's records (claims.evaluate): claim, section, verdict
+    with the deciding effect and its 95% interval, numbers, and the same under the worst case."""
+    counts = verdicts["verdict"].value_counts().to_dict()
+    line = ", ".join(f"{counts.get(v, 0)} {v}" for v in claims.VERDICTS)
     head = f"The paper's claims in these records ({line})"
     if warning := comparison.banner(final):
         head = f"{head}. {warning}"
-    shown = verdicts.set_index("claim")[["section", "text", "holds", "holds_worst_case", "numbers", "numbers_worst_case"]]
-    shown = shown.rename(columns={"holds_worst_case": "holds in the worst case", "numbers_worst_case": "worst-case numbers"})
-    storage.write_text(path.with_suffix(".md"), tables.to_markdown(shown, f"{title}: {head}"))
+    shown = verdicts.set_index("claim")
+    shown = pd.DataFrame({"section": shown["section"], "text": shown["text"], "verdict": shown["verdict"],
+                          "effect [95%]": [_effect(r, "") for _, r in shown.iterrows()], "numbers": shown["numbers"],
+                          "worst case": shown["verdict_worst_case"],
+                          "worst-case effect [95%]": [_effect(r, "_worst_case") for _, r in shown.iterrows()],
+                          "worst-case numbers": shown["numbers_worst_case"]})
+    storage.write_text(path.with_suffix(".md"), tables.to_markdown(shown, f"{title}: {head}") + f"\n{claims.NOTE}\n")
     storage.write_text(path.with_suffix(".csv"), verdicts.to_csv(index=False))
     return [path.with_suffix(".md"), path.with_suffix(".csv")]
+
+
+def _effect(verdict: pd.Series, suffix: str) -> str:
+    effect = verdict[f"effect{suffix}"]
+    if pd.isna(effect):
+        return ""
+    return statistics.Interval(effect, verdict[f"ci_low{suffix}"], verdict[f"ci_high{suffix}"], "").text(2, signed=True)
 
 
 RENDERERS: dict[str, Callable[[pd.DataFrame, Mapping, Path, str], list[Path]]] = {

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from blf.report import labels
+from blf.report import evaluations, labels, statistics
 from blf.run.records import EPS_DECIMALS, TABLE_COLUMNS, WORST_CASE, Kind
 
 
@@ -35,7 +35,8 @@ def eps_label(eps: float, df: pd.DataFrame) -> str:
 
 
 def accuracy_table(rows: Sequence[dict] | pd.DataFrame, decimals: int = 1) -> str:
-    """Accuracy (%) with one column per eps and one row per (varying identity, attack)."""
+    """Accuracy (%) with one column per eps and one row per (varying identity, attack); two
+    evaluations of one attack are two rows (attack_labels)."""
     df = rows if isinstance(rows, pd.DataFrame) else frame(rows)
     if df.empty or "kind" not in df:
         return "(no records)"
@@ -45,6 +46,8 @@ def accuracy_table(rows: Sequence[dict] | pd.DataFrame, decimals: int = 1) -> st
     index = [*varying(df), "attack"]
     # Missing values (gamma of the identity head, ...) would make pandas drop those rows.
     df = df.assign(**{c: df[c].astype(object).where(df[c].notna(), "-") for c in index})
+    # The apps print this table after an evaluation: the worst case keeps the records' name.
+    df = df.assign(attack=attack_labels(df, index[:-1], worst_case=WORST_CASE))
     table = df.assign(eps=df["eps"].round(EPS_DECIMALS)).pivot_table(index=index, columns="eps", values="accuracy",
                                                                    aggfunc="mean", dropna=False)
     table = table.dropna(how="all")
@@ -74,29 +77,39 @@ def summary(rows: Sequence[dict]) -> str:
     return f"{accuracy_table(rows)}\n\n{verdicts(rows)}"
 
 
-def mean_std(values: pd.Series, decimals: int) -> str:
-    values = values.dropna()
-    if values.empty:
-        return ""
-    if len(values) == 1:
-        return f"{values.iloc[0]:.{decimals}f}"
-    return f"{values.mean():.{decimals}f} ± {values.std():.{decimals}f}"
+def estimate_text(rows: pd.DataFrame, value: str, decimals: int) -> str:
+    """`value` over the rows (one per seed) with its 95% interval (statistics.estimate): an
+    accuracy of one run with Wilson's, of several seeds with a t-interval."""
+    found = statistics.samples(rows, value, accuracy=value == "accuracy")
+    return statistics.estimate(found).text(decimals) if found else ""
 
 
 # Beside a number whose evaluation failed an integrity check (integrity_notes say which).
 FAILED_MARK = " †"
-# How tables name the worst case over the attacks (records: attack "worst_case"); it sorts after
-# the attacks it summarises.
+# How tables name the worst case over the attacks (records: attack "worst_case"), followed by the
+# attacks it is made of; it sorts after the attacks it summarises.
 WORST_CASE_LABEL = "worst case"
 
 
-def marked_mean_std(df: pd.DataFrame, keys: Sequence[str], value: str, decimals: int,
-                    failed: Mapping[str, tuple[str, ...]]) -> pd.Series:
-    """mean ± std of `value` per `keys`, with FAILED_MARK where any run behind it is in `failed`
-    (failed_checks of the records, integrity rows included)."""
+def attack_labels(df: pd.DataFrame, keys: Sequence[str], worst_case: str = WORST_CASE_LABEL) -> pd.Series:
+    """The row label of each robustness or worst-case row's attack: the attack, with what differs
+    where its group (`keys`, e.g. a method in a panel) holds two evaluations of it
+    (evaluations.variants), and for the worst case (named `worst_case`) the attacks it is made
+    of: `pgd`, `pgd (restarts=5)`, `worst case (pgd+square)`."""
+    made_of = df["attacks"] if "attacks" in df else pd.Series(None, index=df.index, dtype=object)
+    worst = made_of.map(lambda a: f"{worst_case} ({a})" if isinstance(a, str) and a else worst_case)
+    attack = df["attack"].astype(object).where(df["kind"] != Kind.WORST_CASE, worst)
+    variant = evaluations.variants(df.assign(_attack=attack), [*keys, "_attack"])
+    return pd.Series([evaluations.shown(a, v) for a, v in zip(attack, variant)], index=df.index, dtype=object)
+
+
+def marked_estimates(df: pd.DataFrame, keys: Sequence[str], value: str, decimals: int,
+                     failed: Mapping[str, tuple[str, ...]]) -> pd.Series:
+    """`value` with its 95% interval per `keys` (estimate_text), with FAILED_MARK where any run
+    behind it is in `failed` (failed_checks of the records, integrity rows included)."""
     df = df.assign(_failed=df["run_dir"].isin(list(failed)) if "run_dir" in df else False)
     return df.groupby(list(keys)).apply(
-        lambda g: mean_std(g[value], decimals) + (FAILED_MARK if g["_failed"].any() else ""), include_groups=False)
+        lambda g: estimate_text(g, value, decimals) + (FAILED_MARK if g["_failed"].any() else ""), include_groups=False)
 
 
 def integrity_notes(df: pd.DataFrame, failed: Mapping[str, tuple[str, ...]],
@@ -116,12 +129,12 @@ def integrity_notes(df: pd.DataFrame, failed: Mapping[str, tuple[str, ...]],
 
 def method_table(df: pd.DataFrame, value: str, rows: Sequence[str], decimals: int = 1,
                  failed: Mapping[str, tuple[str, ...]] | None = None) -> pd.DataFrame:
-    """Rows (e.g. model, setting) x method columns in the paper's order; each cell the mean ±
-    std over seeds of `value` (one run: the value alone), marked where a run behind it failed an
-    integrity check. `df` must be annotated (labels.annotate). Missing combinations stay empty
-    (the paper's N/A)."""
+    """Rows (e.g. model, setting) x method columns in the paper's order; each cell the mean over
+    seeds of `value` with its 95% interval (estimate_text; statistics.CAPTION says it), marked
+    where a run behind it failed an integrity check. `df` must be annotated (labels.annotate).
+    Missing combinations stay empty (the paper's N/A)."""
     methods = sorted(df["method"].unique(), key=lambda m: (labels.method_key(m), m))
-    cells = marked_mean_std(df, [*rows, "method"], value, decimals, failed or {}).unstack("method")
+    cells = marked_estimates(df, [*rows, "method"], value, decimals, failed or {}).unstack("method")
     cells = cells.reindex(columns=methods).fillna("")
     keys = [key if isinstance(key, tuple) else (key,) for key in cells.index]
     cells = cells.iloc[sorted(range(len(keys)), key=lambda i: [labels.facet_key(f, v) for f, v in zip(rows, keys[i])])]
@@ -176,21 +189,20 @@ def to_latex(table: pd.DataFrame, caption: str = "") -> str:
 
 def curve_table(df: pd.DataFrame, facets: Sequence[str], decimals: int = 1) -> pd.DataFrame:
     """Accuracy against eps as a table: one row per (facets, method with its hyper-parameter,
-    attack), the worst case over the attacks below each method's attacks, one column per eps,
-    mean ± std over seeds, marked where a run failed an integrity check. `df` must be annotated."""
+    attack), each method's adaptive worst case (its worst-case rows, named by the attacks they
+    are made of) below its attacks wherever it was recorded, one column per eps, the mean over
+    seeds with its 95% interval, marked where a run failed an integrity check. Two evaluations of
+    one attack are two rows (attack_labels). `df` must be annotated."""
     curve = df[df["kind"].isin([Kind.ROBUSTNESS, Kind.WORST_CASE])]
     curve = curve.assign(label=curve.apply(lambda row: labels.label(row, {"lam": "lambda"}), axis=1),
-                         eps=curve["eps"].round(EPS_DECIMALS),
-                         attack=curve["attack"].replace({WORST_CASE: WORST_CASE_LABEL}))
+                         eps=curve["eps"].round(EPS_DECIMALS))
+    curve = curve.assign(attack=attack_labels(curve, [*facets, "label"]))
     keys = [*facets, "label", "attack"]
-    # The worst case only where it adds something: a method evaluated by more than one attack.
-    attacks = curve[curve["kind"] == Kind.ROBUSTNESS].groupby([*facets, "label"])["attack"].nunique()
-    several = curve.set_index([*facets, "label"]).index.map(lambda k: attacks.get(k, 0) > 1)
-    curve = curve[(curve["kind"] == Kind.ROBUSTNESS) | several]
-    cells = marked_mean_std(curve, [*keys, "eps"], "accuracy", decimals, failed_checks(df)).unstack("eps").fillna("")
-    # Rows in the paper's order: facets (2C2F before 4C3F, ST before AT), then methods.
+    cells = marked_estimates(curve, [*keys, "eps"], "accuracy", decimals, failed_checks(df)).unstack("eps").fillna("")
+    # Rows in the paper's order: facets (2C2F before 4C3F, ST before AT), then methods, the worst case last.
     order = sorted(cells.index, key=lambda key: ([labels.facet_key(f, v) for f, v in zip(facets, key)],
-                                                 labels.method_key(key[len(facets)]), key))
+                                                 labels.method_key(key[len(facets)]), key[:-1],
+                                                 key[-1].startswith(WORST_CASE_LABEL), key[-1]))
     cells = cells.loc[order]
     cells.columns = [eps_label(c, curve) for c in cells.columns]
     cells.index = [", ".join(labels.facet_label(f, k) for f, k in zip(keys, key)) for key in cells.index]

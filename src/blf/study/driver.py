@@ -35,10 +35,10 @@ from omegaconf.errors import OmegaConfBaseException
 from blf import config as C
 from blf import failpoint
 from blf.errors import BLFError
-from blf.report import claims, collect, comparison, labels, provenance, published, renderers
+from blf.report import claims, collect, comparison, evaluations, labels, provenance, published, renderers
 from blf.run import identity, storage, tracking
 from blf.run.folder import RunFolder
-from blf.run.records import OBSERVATION_FIELDS, Kind
+from blf.run.records import OBSERVATION_FIELDS, Kind, evaluation_id
 from blf.study import selection, spec
 from blf.study.progress import StageProgress
 from blf.study.spec import REPO
@@ -182,7 +182,9 @@ class Study:
     # --- reporting -------------------------------------------------------------------------
 
     def final(self, df: pd.DataFrame, chosen: pd.DataFrame) -> pd.DataFrame:
-        """The records behind the figure: the selected settings (all seeds), or everything."""
+        """The records behind the figure: the selected settings (all seeds), or everything. One row
+        per observation and evaluation (records.evaluation_id): the merge with a selection tuned per
+        attack repeats rows, which go; two evaluations of one observation (restarts=1 and 5) both stay."""
         df = labels.annotate(df)
         if chosen.empty:
             return df
@@ -194,8 +196,9 @@ class Study:
         # Tables tuned per attack keep each attack's own choice.
         per_attack = merged["for_attack"].notna()
         merged = merged[~per_attack | (merged["attack"] == merged["for_attack"]) | (merged["kind"] != Kind.ROBUSTNESS)]
-        unique = [c for c in OBSERVATION_FIELDS if c in merged]
-        return merged.drop(columns=["hp_value_chosen"]).drop_duplicates(subset=unique)
+        merged = merged.assign(_evaluation=evaluations.per_row(merged, evaluation_id))
+        unique = [c for c in OBSERVATION_FIELDS if c in merged] + ["_evaluation"]
+        return merged.drop_duplicates(subset=unique).drop(columns=["hp_value_chosen", "_evaluation"])
 
     def report(self, final: pd.DataFrame) -> list[Path]:
         kind = C.choice("study.report", self.spec.report, renderers.RENDERERS)

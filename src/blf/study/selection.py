@@ -18,6 +18,7 @@ from collections.abc import Mapping
 import pandas as pd
 
 from blf import config as C
+from blf.report import evaluations
 from blf.report.labels import annotate
 from blf.run.records import Kind, same_eps
 
@@ -26,7 +27,9 @@ GROUP = ["dataset", "model", "setting", "method"]
 
 
 def scores(df: pd.DataFrame, criterion: str, eps: Mapping[str, float], attack: str = "pgd") -> pd.DataFrame:
-    """One row per run of the grid (first seed): its selection score under `criterion`."""
+    """One row per run of the grid (first seed): its selection score under `criterion`. A run
+    evaluated twice under the scoring attack (other settings, another eval.n) is scored by its
+    newest evaluation (`evaluated_at`), and its basis says which others exist."""
     C.choice("study.select", criterion, CRITERIA)
     df = annotate(df)
     runs = []
@@ -38,8 +41,13 @@ def scores(df: pd.DataFrame, criterion: str, eps: Mapping[str, float], attack: s
             name = attack if criterion == "attack" else "pgd"
             target = eps[first["dataset"]]
             hits = rows[(rows["kind"] == Kind.ROBUSTNESS) & (rows["attack"] == name) & same_eps(rows["eps"], target)]
-            score = hits["accuracy"].iloc[0] if len(hits) else None
+            # The reference of evaluations.variants: with one row per evaluation, the newest.
+            older = evaluations.variants(hits, [])
+            score = hits.loc[older == "", "accuracy"].iloc[0] if len(hits) else None
             basis = f"{name} accuracy at eps={target:.6g}"
+            if len(hits) > 1:
+                basis += (f" (the newest of {len(hits)} evaluations; not used: "
+                          f"{'; '.join(f'{v}: {a:g}' for v, a in zip(older, hits['accuracy']) if v)})")
         runs.append({**{k: first[k] for k in [*GROUP, "training", "hp", "hp_value", "seed"]},
                      "run_dir": run_dir, "score": score, "basis": basis})
     return pd.DataFrame(runs)
