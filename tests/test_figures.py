@@ -129,3 +129,16 @@ def test_loss_surfaces_draw_into_the_callers_3d_axes_of_a_subfigure():
 def test_fig2_command_writes_png_and_pdf(tmp_path, capsys):
     assert figures.main(["fig2", str(tmp_path)]) == 0
     assert sorted(p.name for p in tmp_path.iterdir()) == ["fig2.pdf", "fig2.png"] and not plt.get_fignums()
+
+
+def test_budget_sweep_draws_steps_and_restarts_per_run_and_nothing_without_a_sweep():
+    base = {"run_dir": "a", "dataset": "mnist", "model": "2c2f", "head": "blf", "gamma": 1.0, "regularizer": "none",
+            "lam": None, "alpha": None, "training": "standard", "beta": None, "seed": 0, "kind": "budget_sweep",
+            "attack": "pgd", "eps": 0.15, "attack.restart_steps": 40, "sweep_n": 200}
+    budgets = [(10, 1, 60.0), (40, 1, 50.0), (1000, 1, 20.0), (40, 5, 40.0), (40, 20, 30.0)]
+    df = pd.DataFrame([{**base, "attack.nb_iter": s, "attack.restarts": r, "accuracy": a} for s, r, a in budgets])
+    fig = figures.budget_sweep(df)
+    steps, restarts = fig.axes
+    assert list(steps.lines[0].get_xdata()) == [10, 40, 1000] and list(steps.lines[0].get_ydata()) == [60.0, 50.0, 20.0]
+    assert list(restarts.lines[0].get_xdata()) == [1, 5, 20] and list(restarts.lines[0].get_ydata()) == [50.0, 40.0, 30.0]
+    assert figures.budget_sweep(frame()) is None

@@ -177,6 +177,35 @@ def norms_vs_accuracy(df: pd.DataFrame, eps: float, *, title: str = "",
     return _finish(axes[0], title, own)
 
 
+def budget_sweep(df: pd.DataFrame, *, title: str = "", axes: Iterable[Axes] | None = None) -> Figure | None:
+    """PGD's accuracy against its steps (first axes, one restart) and against its restarts
+    (second, at the sweep's restart_steps), one line per run (blf.eval.budget_sweep): flat lines
+    mean the evaluated PGD had converged. None where the records hold no sweep."""
+    sweep = labels.annotate(df)
+    sweep = sweep[sweep["kind"] == Kind.BUDGET_SWEEP] if "kind" in sweep else sweep.iloc[0:0]
+    if sweep.empty:
+        return None
+    own = axes is None
+    if own:
+        axes = plt.subplots(1, 2, figsize=(9.0, 3.6), sharey=True)[1]
+    axes = _given_axes(axes, 2, "the steps and restarts panels")
+    runs = sorted((rows for _, rows in sweep.groupby("run_dir")), key=lambda rows: labels.method_key(rows["method"].iloc[0]))
+    for rows in runs:
+        name = labels.label(rows.iloc[0], {"lam": "lambda"})
+        by_steps = rows[rows["attack.restarts"] == 1].sort_values("attack.nb_iter")
+        by_restarts = rows[rows["attack.nb_iter"] == rows["attack.restart_steps"]].sort_values("attack.restarts")
+        line = axes[0].plot(by_steps["attack.nb_iter"], by_steps["accuracy"], marker="o", label=name)[0]
+        axes[1].plot(by_restarts["attack.restarts"], by_restarts["accuracy"], marker="o", color=line.get_color(), label=name)
+    eps = float(sweep["eps"].iloc[0])
+    for ax, what in zip(axes, ("PGD steps (1 restart)", f"restarts of PGD-{int(sweep['attack.restart_steps'].iloc[0])}")):
+        ax.set_xscale("log")
+        ax.set_xlabel(what)
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel(f"accuracy (%), eps={eps:g}, {int(sweep['sweep_n'].iloc[0])} images")
+    axes[1].legend(fontsize=7)
+    return _finish(axes[0], title, own)
+
+
 def loss_surfaces(axis: torch.Tensor, surfaces: torch.Tensor, *, title: str = "",
                   axes: Iterable[Axes] | None = None) -> Figure:
     """Figs. 8-16: one 3-D loss surface per data point, axes in units of 1/255. `axes`: one 3-D

@@ -30,6 +30,8 @@ def curves(final: pd.DataFrame, spec: Mapping, path: Path, title: str) -> list[P
     """Figs. 3, 4, 5, 7 (and the demo): accuracy against eps, one panel per facet value."""
     facets = list(spec.get("facets") or [])
     written = figures.save(figures.accuracy_panels(final, facets, title=title), path, close=True)
+    if (sweep := figures.budget_sweep(final, title=f"{title}: PGD budget sweep")) is not None:
+        written += figures.save(sweep, path.with_name(f"{path.name}_budget_sweep"), close=True)
     return [*written, *write_table(tables.curve_table(final, facets), path, f"{title}: accuracy (%), mean over seeds",
                                    [CURVE_NOTE, *tables.integrity_notes(final, tables.failed_checks(final))])]
 
