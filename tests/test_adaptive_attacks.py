@@ -188,3 +188,25 @@ def test_transfer_finds_the_baseline_beside_the_run_another_seed_first(tmp_path)
     assert find_baseline(blf_run, blf_identity) == seed1  # independent of the run's seed
     assert find_baseline(seed0, seed0_identity) == seed1
     assert find_baseline(blf_run, {**blf_identity, "model": "4c3f"}) is None
+
+
+def test_a_run_trained_before_the_adaptive_budgets_existed_is_evaluated_and_resumed(tmp_path):
+    """Checkpoints whose config predates `dataset.threat.adaptive` get it from the dataset option
+    now; and evaluation budgets are not identity, so a changed one does not refuse the resume."""
+    from blf.run import storage
+    from conftest import evaluate, train
+
+    run = tmp_path / "old"
+    train(run)
+    for which in ("best", "last"):
+        path = run / "checkpoints" / f"{which}.pt"
+        state = storage.load_checkpoint(path)
+        del state["config"]["dataset"]["threat"]["adaptive"]
+        state["config"]["dataset"]["threat"]["unbounded_eps"] = 1.0  # the old default
+        storage.save_checkpoint(state, path)
+    evaluate(run, "attack=[bpda_envelope]", "attack.bpda_envelope.eps=[0.1]", "logger=none", "progress=false",
+             "eval.n=16", "eval.integrity.enabled=false", "analysis=[]")
+    rows = storage.read_jsonl(run / "results.jsonl")
+    assert any(r.get("attack") == "bpda_envelope" and r["attack.nb_iter"] == 40 for r in rows)
+    train(run, "trainer.epochs=3")  # resumes (a different run would be refused)
+    assert len(storage.read_jsonl(run / "metrics.jsonl")) == 3

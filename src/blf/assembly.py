@@ -79,12 +79,21 @@ COMPONENTS = ("model", "head", "regularizer", "training")
 
 def name_components(cfg: DictConfig) -> DictConfig:
     """Fill in `_target_` where a run's saved config predates it (checkpoints written before
-    the configs named their classes): the class is then the one its option names now."""
+    the configs named their classes): the class is then the one its option names now. Likewise
+    the attack budgets of `dataset.threat` added since the run was trained (the adaptive set's,
+    say) come from its dataset option now; the run's own values are kept."""
     for group in COMPONENTS:
         if "_target_" not in cfg[group]:
             option = OmegaConf.load(C.CONF / group / f"{cfg[group].name}.yaml")
             with open_dict(cfg):
                 cfg[group]["_target_"] = option["_target_"]
+    dataset_file = C.CONF / "dataset" / f"{cfg.dataset.name}.yaml"
+    if dataset_file.is_file() and "threat" in cfg.dataset:
+        current = OmegaConf.load(dataset_file).get("threat") or {}
+        with open_dict(cfg):
+            for key in current:
+                if key not in cfg.dataset.threat:
+                    cfg.dataset.threat[key] = current[key]
     return cfg
 
 

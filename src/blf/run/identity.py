@@ -7,8 +7,11 @@ Every key of a composed `train` config has one role:
   differ here are two runs; a run folder refuses a command that asks for different values.
 - **duration** (`trainer.epochs`): how long the same run trains. Raising it continues a run in
   the same folder; the folder name never holds it.
-- **evaluation** (`attack`, `analysis`, `eval`): how a checkpoint is evaluated. Changing them
-  re-evaluates the same run (src/evaluate.py changes nothing else).
+- **evaluation** (`attack`, `analysis`, `eval`, and the attack budgets of `dataset.threat` that
+  no training reads: eval_eps, pgd_eval, table_eps, spsa, square, apgd, apgd_t, adaptive,
+  unbounded_eps): how a checkpoint is evaluated. Changing them re-evaluates the same run
+  (src/evaluate.py changes nothing else); the training budgets (`dataset.threat.eps`, `pgd_at`,
+  `trades`) stay identity.
 - **execution** (`logger`, `device`, `progress`, `paths`, `dataset.root`, `dataset.download`,
   `trainer.threads`): where and how a job runs and where its data comes from, not what it
   computes.
@@ -26,7 +29,8 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 DURATION = ("trainer.epochs",)
-EVALUATION = ("attack", "analysis", "eval")
+EVALUATION = ("attack", "analysis", "eval", *(f"dataset.threat.{k}" for k in (
+    "eval_eps", "pgd_eval", "table_eps", "spsa", "square", "apgd", "apgd_t", "adaptive", "unbounded_eps")))
 EXECUTION = ("logger", "device", "progress", "paths", "dataset.root", "dataset.download", "trainer.threads")
 BOOKKEEPING = ("experiment_name", "profile_name", "study", "study_limits")
 
