@@ -188,6 +188,15 @@ def test_transfer_finds_the_baseline_beside_the_run_another_seed_first(tmp_path)
     assert find_baseline(blf_run, blf_identity) == seed1  # independent of the run's seed
     assert find_baseline(seed0, seed0_identity) == seed1
     assert find_baseline(blf_run, {**blf_identity, "model": "4c3f"}) is None
+    # A Baseline trained without evaluation has no records: its checkpoint's config says what it is.
+    from blf.run import storage
+
+    (seed1 / "results.jsonl").unlink()
+    assert find_baseline(blf_run, blf_identity) == seed0  # an unreadable checkpoint is no source
+    config = {"dataset": {"name": "mnist"}, "model": {"name": "2c2f"}, "training": {"name": "standard"},
+              "head": {"name": "identity"}, "regularizer": {"name": "none"}, "seed": 1}
+    storage.save_checkpoint({"model": {}, "config": config}, seed1 / "checkpoints" / "best.pt")
+    assert find_baseline(blf_run, blf_identity) == seed1
 
 
 def test_a_run_trained_before_the_adaptive_budgets_existed_is_evaluated_and_resumed(tmp_path):

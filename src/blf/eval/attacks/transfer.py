@@ -18,7 +18,8 @@ from torch import nn
 
 from blf import config as C
 from blf.eval.attacks.pgd import PGD
-from blf.run import storage
+from blf.errors import BLFError
+from blf.run import records, storage
 
 AUTO = "auto"
 log = logging.getLogger(__name__)
@@ -28,12 +29,21 @@ IDENTITY = ("dataset", "model", "training", "head", "regularizer", "seed")
 
 
 def _identity(folder: Path) -> dict | None:
-    """Which model a finished run folder trained, from its first record (the records carry the
-    run's identity); None for a folder without a checkpoint or records."""
-    if not (folder / "checkpoints" / "best.pt").is_file():
+    """Which model a trained run folder holds: from its first record (the records carry the run's
+    identity), else from its checkpoint's config (a run trained without evaluation has no
+    records); None for a folder without a readable checkpoint."""
+    best = folder / "checkpoints" / "best.pt"
+    if not best.is_file():
         return None
     rows = storage.read_jsonl(folder / "results.jsonl") if (folder / "results.jsonl").is_file() else []
-    return {k: rows[0].get(k) for k in IDENTITY} if rows else None
+    if rows:
+        return {k: rows[0].get(k) for k in IDENTITY}
+    try:
+        config = storage.load_checkpoint(best)["config"]
+        return {"dataset": config["dataset"]["name"], "model": records.model_name(config["model"]),
+                **{k: config[k]["name"] for k in ("training", "head", "regularizer")}, "seed": config["seed"]}
+    except (BLFError, KeyError, TypeError):
+        return None
 
 
 def find_baseline(run_dir: Path, own: dict) -> Path | None:
