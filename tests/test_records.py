@@ -144,3 +144,13 @@ def test_records_parquet_holds_the_csvs_values_in_typed_columns(tmp_path):
     read = pd.read_csv(tmp_path / "out" / "records.csv")
     for name in ("seed", "eps", "accuracy", "threshold"):
         assert back[name].astype(float).tolist() == pytest.approx(read[name].tolist(), nan_ok=True), name
+
+
+def test_an_empty_checkpoint_file_is_one_clear_error(tmp_path):
+    from blf.errors import CheckpointError
+    from blf.run import storage
+
+    empty = tmp_path / "best.pt"
+    empty.write_bytes(b"")
+    with pytest.raises(CheckpointError, match="is unreadable .EOFError"):
+        storage.load_checkpoint(empty)

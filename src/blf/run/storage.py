@@ -65,7 +65,8 @@ def load_checkpoint(path: Path) -> dict:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # noqa: BLE001 - zip, pickle and EOF errors all mean "unreadable"
         raise CheckpointError(
-            f"checkpoint {path} is unreadable ({type(error).__name__}: {str(error).splitlines()[0][:200]}); "
+            # An empty file raises EOFError without a message: the name alone then.
+            f"checkpoint {path} is unreadable ({type(error).__name__}: {(str(error).splitlines() or [''])[0][:200]}); "
             "it is corrupted or not a checkpoint of this project. Delete it to start that run afresh."
         ) from None
     if not isinstance(state, dict) or "model" not in state or "config" not in state:

@@ -17,8 +17,8 @@ from pathlib import Path
 from torch import nn
 
 from blf import config as C
-from blf.eval.attacks.pgd import PGD
 from blf.errors import BLFError
+from blf.eval.attacks.pgd import PGD
 from blf.run import records, storage
 
 AUTO = "auto"
