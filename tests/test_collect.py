@@ -28,3 +28,13 @@ def test_a_record_of_an_unknown_schema_stops_the_report_with_one_line_naming_its
 def test_records_of_known_schemas_are_collected(tmp_path):
     sweep_with(tmp_path, 2)
     assert len(collect.collect(tmp_path / "sweep")[0]) == 1
+
+
+def test_shipped_files_name_run_folders_relative_to_the_repository(tmp_path):
+    from blf.report import collect
+
+    inside = collect.REPO / "multirun" / "x" / "paper" / "seed:0"
+    assert collect.shown(inside) == "multirun/x/paper/seed:0"
+    assert collect.folder(collect.shown(inside)) == inside
+    assert collect.shown(tmp_path / "run") == str((tmp_path / "run").resolve())  # outside: absolute
+    assert collect.folder(collect.shown(tmp_path / "run")) == (tmp_path / "run").resolve()

@@ -27,6 +27,21 @@ from blf.report import figures, provenance, tables
 from blf.run import records, storage
 
 
+REPO = Path(__file__).resolve().parents[3]
+
+
+def shown(run: Path) -> str:
+    """A run folder as records and jobs.csv name it: relative to the repository where it lies
+    inside (files shipped or shared name no machine's paths), absolute elsewhere."""
+    run = Path(run).resolve()
+    return str(run.relative_to(REPO)) if run.is_relative_to(REPO) else str(run)
+
+
+def folder(run_dir: str) -> Path:
+    """The folder a record's `run_dir` names (shown's inverse, whatever the working directory)."""
+    return REPO / run_dir
+
+
 def run_folders(sweep: Path) -> list[Path]:
     return sorted(p.parent.parent for p in Path(sweep).rglob(".hydra/config.yaml"))
 
@@ -53,7 +68,7 @@ def job_status(run: Path) -> dict:
     # for was there (and removes it when it starts again), so jobs.csv and the driver agree.
     complete = (run / "finished.json").is_file() and bool(results)
     status = "complete" if complete else ("training" if (run / "checkpoints" / "last.pt").is_file() else "not started or failed")
-    return {"run_dir": str(run), "overrides": " ".join(overrides or []), "epochs_done": done,
+    return {"run_dir": shown(run), "overrides": " ".join(overrides or []), "epochs_done": done,
             "epochs": target if isinstance(target, int) else None, "status": status}
 
 
@@ -70,7 +85,7 @@ def collect(sweep: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
         for row in storage.read_jsonl(results):
             records.check_schema(row, str(results))
             # A record says which folder it belongs to by where it is, not by what it says.
-            rows.append({**row, "run_dir": str(run)})
+            rows.append({**row, "run_dir": shown(run)})
     return pd.DataFrame(rows), pd.DataFrame(jobs)
 
 

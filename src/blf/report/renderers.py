@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from blf.report import claims, comparison, figures, labels, provenance, statistics, tables
+from blf.report import claims, collect, comparison, figures, labels, provenance, statistics, tables
 from blf.run import storage
 from blf.run.folder import safe_name
 from blf.run.records import Kind, same_eps
@@ -75,7 +75,7 @@ def loss_surfaces(final: pd.DataFrame, spec: Mapping, path: Path, title: str) ->
     for _, run in per_run.drop_duplicates(["model", "setting", "method"]).iterrows():
         rows = points[points["run_dir"] == run["run_dir"]]
         # The arrays' place is the run folder's, never a path read from a record.
-        arrays = Path(run["run_dir"]) / "analysis" / "loss_surface.pt"
+        arrays = collect.folder(run["run_dir"]) / "analysis" / "loss_surface.pt"
         if not arrays.is_file():
             continue
         saved = storage.load_tensors(arrays)

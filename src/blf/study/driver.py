@@ -166,7 +166,7 @@ class Study:
                                 & (chosen["setting"] == row["setting"]) & (chosen["dataset"] == row["dataset"])
                                 & (chosen["for_attack"].fillna("") == (row["for_attack"] or ""))]["run_dir"].iloc[0]
             own = {o.split("=", 1)[0] for o in self.extra}
-            overrides = run_overrides(Path(source), drop=("seed", "trainer.threads", "experiment", "profile", *own))
+            overrides = run_overrides(collect.folder(source), drop=("seed", "trainer.threads", "experiment", "profile", *own))
             if row["model"] != selection_model(overrides):
                 overrides = [o for o in overrides if not o.startswith("model=")] + [f"model={row['model']}"]
             seeds = spec.seeds_of(self.cfg, row["dataset"])
