@@ -26,7 +26,6 @@ from blf.errors import BLFError
 from blf.report import figures, provenance, tables
 from blf.run import records, storage
 
-
 REPO = Path(__file__).resolve().parents[3]
 
 
