@@ -72,11 +72,20 @@ GROUPS = ("dataset", "model", "head", "regularizer", "training", "attack", "anal
 def as_overrides(overrides: dict) -> list[str]:
     """Hydra overrides from {key: value}: group choices first (their options' keys exist only
     once chosen); settings of attacks the command does not run left out (they would not compose)."""
-    chosen = str(overrides.get("attack", "[pgd]")).strip("[]").split(",")
+    chosen = [member for name in str(overrides.get("attack", "[pgd]")).strip("[]").split(",") for member in attack_members(name)]
     kept = {k: v for k, v in overrides.items()
             if v is not None and not (k.startswith("attack.") and k.split(".")[1] not in chosen)}
     groups = [k for k in kept if k in GROUPS]
     return [f"{k}={_text(kept[k])}" for k in groups + [k for k in kept if k not in groups]]
+
+
+def attack_members(option: str) -> list[str]:
+    """The attacks an `attack` option runs: itself, or those a set composes (conf/attack/adaptive.yaml)."""
+    import yaml
+
+    path = CONF / "attack" / f"{option}.yaml"
+    defaults = (yaml.safe_load(path.read_text()) or {}).get("defaults") if path.is_file() else None
+    return [m for m in defaults if m != "_self_"] if defaults else [option]
 
 
 def _text(value) -> str:

@@ -42,9 +42,9 @@ from blf.nn import heads, models, regularizers
 from blf.run import storage
 from blf.study import driver, spec
 from blf.train import objectives
-from conftest import CONF, TINY, as_overrides, compose_config
+from conftest import CONF, TINY, as_overrides, attack_members, compose_config
 
-OTHER_RUN = "<another trained run>"
+OTHER_RUN = "<another trained run>"  # the evaluate app's other trained run, as run_dir or as a value
 
 
 @dataclass(frozen=True)
@@ -103,6 +103,8 @@ INTEGRITY = {"eval.integrity.enabled": True}
 SQUARE = {"attack": "[pgd,square]", "attack.square.n_queries": 20, "attack.square.eps": "[0.1]", **INTEGRITY}
 SURFACE = {"analysis": "[loss_surface]", "eval.loss_surface.points": 2, "eval.loss_surface.radius": 0.1,
            "eval.loss_surface.step": 0.05}
+SWEEP = {"analysis": "[budget_sweep]", "analysis.budget_sweep.steps": "[1,2]", "analysis.budget_sweep.restarts": "[1,2]",
+         "analysis.budget_sweep.restart_steps": 2, "analysis.budget_sweep.max_n": 8}
 
 
 def attack_probes(name: str, context: dict) -> dict:
@@ -131,6 +133,26 @@ ATTACK_APGD_T = {"attack": "[apgd_t]", "attack.apgd_t.n_iter": 5, "attack.apgd_t
                  "attack.apgd_t.n_target_classes": 2, "attack.apgd_t.eps": "[0.1]"}
 # At a budget that breaks every example quickly, AutoAttack stops after its first attack.
 ATTACK_AA = {"attack": "[autoattack]", "attack.autoattack.eps": "[0.3]", "eval.n": 8}
+# The options that are one attack each (not a set of them, as `adaptive` is), and the adaptive set.
+ATTACK_NAMES = sorted(p.stem for p in (CONF / "attack").glob("*.yaml") if attack_members(p.stem) == [p.stem])
+ADAPTIVE_SET = attack_members("adaptive")
+# The adaptive options (eval/attacks/{surrogate,margin,transfer}.py): PGD with another loss or
+# crafting model, each alone at one eps and 2 iterations; transfer crafts on the other trained run.
+ADAPTIVE_OPTIONS = ("bpda_envelope", "bpda_tanh", "bpda_identity", "pgd_cw", "pgd_dlr", "pgd_cw_prelogits",
+                    "pgd_dlr_prelogits", "prelogit_targeted", "transfer")
+ATTACK_ADAPTIVE = {name: {"attack": f"[{name}]", f"attack.{name}.nb_iter": 2, f"attack.{name}.eps": "[0.1]", "eval.n": 16,
+                          **({"attack.transfer.source": OTHER_RUN} if name == "transfer" else {})}
+                   for name in ADAPTIVE_OPTIONS}
+# The whole set (conf/attack/adaptive.yaml), each member as cheap as above.
+ADAPTIVE = {"attack": "[adaptive]", "eval.n": 16,
+            **{k: v for name in ADAPTIVE_SET for k, v in ATTACK_ADAPTIVE[name].items() if k.startswith("attack.")}}
+
+
+def adaptive_probes(name: str) -> dict:
+    """The keys every adaptive option has (PGD's, less targeting and the implementation)."""
+    context = ATTACK_ADAPTIVE[name]
+    return probes(f"attack.{name}", "evaluate", context, eps="[0.05]", eps_iter=0.05, nb_iter=3, rand_init=False, restarts=2)
+
 
 # Studies with a small grid (the report draws every run), on made-up records (fake_records).
 FIG3 = {"experiment": "fig3", "profile": "paper", "study.grid": {
@@ -166,6 +188,11 @@ PROBES: dict[str, Probe | Covered | tuple[Probe, ...]] = {
     "dataset.threat.apgd.n_restarts": P("train", 2, **{**ATTACK_APGD, **LEARNS, "attack.apgd_ce.n_restarts": None}),
     "dataset.threat.apgd_t.n_target_classes": P("train", 3, **{**ATTACK_APGD_T, **LEARNS,
                                                                 "attack.apgd_t.n_target_classes": None}),
+    **probes("dataset.threat.adaptive", "train", {"attack": "[bpda_tanh]", "attack.bpda_tanh.eps": "[0.1]"},
+             eps_iter=0.05, restarts=2),
+    "dataset.threat.adaptive.nb_iter": P("train", 3, 2, **{"attack": "[bpda_tanh]", "attack.bpda_tanh.eps": "[0.1]"}),
+    "dataset.threat.adaptive.n_target_classes": P("train", 2, **{**ATTACK_ADAPTIVE["prelogit_targeted"],
+                                                                 "attack.prelogit_targeted.n_target_classes": None}),
     "dataset.threat.unbounded_eps": P("train", 0.05, **INTEGRITY),
     # model (nn/models.py, nn/resnet.py, nn/wide_resnet.py) and its appendix B.2 recipes
     "model.name": P("train", "4c3f"),
@@ -209,7 +236,7 @@ PROBES: dict[str, Probe | Covered | tuple[Probe, ...]] = {
     # the class each option builds (`_target_`): what the assembly builds follows it
     **{key: Covered("tests/test_config_keys.py::test_every_target_names_the_class_the_assembly_builds") for key in (
         "model._target_", "head._target_", "regularizer._target_", "training._target_",
-        *(f"attack.{name}._target_" for name in sorted(p.stem for p in (CONF / "attack").glob("*.yaml"))))},
+        *(f"attack.{name}._target_" for name in ATTACK_NAMES))},
     "optim._target_": P("train", "torch.optim.RMSprop"),
     "optim._partial_": P("train", False),
     "optim.lr": P("train", 0.05),
@@ -246,32 +273,56 @@ PROBES: dict[str, Probe | Covered | tuple[Probe, ...]] = {
     "attack.autoattack.eps": P("evaluate", "[0.25]", **ATTACK_AA),
     "attack.autoattack.version": P("evaluate", "rand", **ATTACK_AA),
     "attack.autoattack.seed": P("evaluate", 1, **ATTACK_AA),
-    # analyses (operator_norm.py, loss_surface.py)
+    # the adaptive attacks (eval/attacks/surrogate.py, margin.py, transfer.py) and their set
+    **{key: probe for name in ADAPTIVE_OPTIONS for key, probe in adaptive_probes(name).items()},
+    **{f"attack.{name}.surrogate": P("evaluate", b, **ATTACK_ADAPTIVE[name])
+       for name, b in (("bpda_envelope", "tanh"), ("bpda_tanh", "identity"), ("bpda_identity", "envelope"))},
+    **{f"attack.{name}.{key}": P("evaluate", b, **ATTACK_ADAPTIVE[name])
+       for name, loss, outputs in (("pgd_cw", "dlr", "prelogits"), ("pgd_dlr", "cw", "prelogits"),
+                                   ("pgd_cw_prelogits", "dlr", "logits"), ("pgd_dlr_prelogits", "cw", "logits"))
+       for key, b in (("loss", loss), ("outputs", outputs))},
+    "attack.prelogit_targeted.n_target_classes": P("evaluate", 1, **ATTACK_ADAPTIVE["prelogit_targeted"]),
+    # auto finds no Baseline beside the evaluated (BLF) run: transfer is then not run
+    "attack.transfer.source": P("evaluate", OTHER_RUN, "auto", **ATTACK_ADAPTIVE["transfer"]),
+    "attack.transfer.checkpoint": P("evaluate", "last", **ATTACK_ADAPTIVE["transfer"]),
+    # eval.adaptive=false leaves out the members of the set, and only those
+    **{f"attack.{name}.in_adaptive_set": P("evaluate", False, **{**ADAPTIVE, "eval.adaptive": False})
+       for name in ADAPTIVE_SET},
+    # analyses (operator_norm.py, loss_surface.py, budget_sweep.py)
     "analysis.operator_norm": P("evaluate", {"analysis": "[operator_norm]"}, {"analysis": "[]"}),
     "analysis.loss_surface": P("evaluate", {"analysis": "[loss_surface]"}, {"analysis": "[]"}),
+    **probes("analysis.budget_sweep", "evaluate", SWEEP, eps=0.05, eps_iter=0.05, steps="[1,3]", restarts="[1,3]",
+             restart_steps=3, max_n=4),
     # evaluation settings (eval group: eval/robustness.py, eval/assessment.py, eval/integrity.py)
     "eval.n": P("evaluate", 16),
     "eval.seed": P("evaluate", 1),
     "eval.batch_size": P("evaluate", 8),
     "eval.checkpoint": P("evaluate", "last"),
+    "eval.adaptive": P("evaluate", False, **ADAPTIVE),
     **probes("eval.loss_surface", "evaluate", SURFACE, points=3, split="test", radius=0.2, step=0.1, seed=1, batch_size=4),
     "eval.loss_surface.clip": P("evaluate", True, **{**SURFACE, "eval.loss_surface.radius": 0.5}),
     "eval.integrity.enabled": P("evaluate", False, **INTEGRITY),
     "eval.integrity.monotonic_tolerance": P("evaluate", 3.0, **INTEGRITY),
     "eval.integrity.gradient_free_max_share": P("evaluate", 3.0, **SQUARE),
     "eval.integrity.input_gradients_max_share": P("evaluate", 3.0, **INTEGRITY),
+    "eval.integrity.input_gradients_relative_floor": P("evaluate", 10.0, **INTEGRITY),
     "eval.integrity.precision_tolerance": P("train", 3.0, **INTEGRITY, **{"trainer.amp": "bf16"}),
     "eval.integrity.unbounded.eps": P("evaluate", 0.05, **INTEGRITY),
     "eval.integrity.unbounded.nb_iter": P("evaluate", 3, **INTEGRITY),
     "eval.integrity.unbounded.eps_iter": P("evaluate", 0.001, **INTEGRITY),
     "eval.integrity.unbounded.max_accuracy": P("evaluate", 50.0, **INTEGRITY),
-    "eval.integrity.convergence.eps": P("evaluate", 0.05, **INTEGRITY),
-    "eval.integrity.convergence.nb_iter": P("evaluate", 4, **INTEGRITY),
-    "eval.integrity.convergence.eps_iter": P("evaluate", 0.05, **INTEGRITY),
     "eval.integrity.convergence.iter_factor": P("evaluate", 3, **INTEGRITY),
     "eval.integrity.convergence.restarts": P("evaluate", 3, **INTEGRITY),
     "eval.integrity.convergence.tolerance": P("evaluate", 9.0, **INTEGRITY),
     "eval.integrity.convergence.max_n": P("evaluate", 8, **INTEGRITY),
+    "eval.integrity.convergence.step_factors": P("evaluate", "[0.5]", **INTEGRITY),
+    # Square where no gradient-free attack ran at PGD's largest eps
+    "eval.integrity.gradient_free.n_queries": P("evaluate", 40, **INTEGRITY),
+    "eval.integrity.gradient_free.max_n": P("evaluate", 8, **INTEGRITY),
+    "eval.integrity.saturation.max_share": P("evaluate", 50.0, **INTEGRITY),
+    "eval.integrity.saturation.max_n": P("evaluate", 8, **INTEGRITY),
+    "eval.integrity.attack_gap_tolerance": P("evaluate", 50.0, **{**INTEGRITY, **ATTACK_ADAPTIVE["pgd_dlr_prelogits"],
+                                                                  "attack": "[pgd,pgd_dlr_prelogits]"}),
     # W&B (run/tracking.py): observed where the values arrive, wandb.init
     "logger.name": P("wandb", "none"),
     "logger.project": P("wandb", "another"),
@@ -366,17 +417,19 @@ def cases(*apps: str):
 TRAIN_BASE = {
     "dataset.synthetic": True, "dataset.synthetic_train": 128, "dataset.synthetic_test": 32, "trainer.epochs": 1,
     "eval.n": 16, "eval.batch_size": 16, "attack.pgd.nb_iter": 2, "attack.pgd.eps": "[0.0,0.1]",
-    "eval.integrity.enabled": False, "eval.integrity.unbounded.nb_iter": 5, "eval.integrity.convergence.nb_iter": 2,
-    "eval.integrity.convergence.iter_factor": 2, "eval.integrity.convergence.restarts": 2,
-    "eval.integrity.convergence.max_n": 16, "analysis": "[]", "logger": "none", "progress": False,
+    "eval.integrity.enabled": False, "eval.integrity.unbounded.nb_iter": 5, "eval.integrity.convergence.iter_factor": 2,
+    "eval.integrity.convergence.restarts": 2, "eval.integrity.convergence.max_n": 16,
+    "eval.integrity.gradient_free.n_queries": 20, "eval.integrity.gradient_free.max_n": 16,
+    "eval.integrity.saturation.max_n": 16, "analysis": "[]", "logger": "none", "progress": False,
 }
 # The evaluate app's base command, on a run trained by `trained_runs`.
 EVALUATE_BASE = {
     "logger": "none", "progress": False, "eval.n": 32, "eval.batch_size": 16, "attack": "[pgd]",
     "attack.pgd.nb_iter": 3, "attack.pgd.eps": "[0.0,0.1,0.2]", "analysis": "[]", "eval.integrity.enabled": False,
-    "eval.integrity.unbounded.nb_iter": 5, "eval.integrity.convergence.nb_iter": 2,
-    "eval.integrity.convergence.iter_factor": 2, "eval.integrity.convergence.restarts": 2,
-    "eval.integrity.convergence.max_n": 16,
+    "eval.integrity.unbounded.nb_iter": 5, "eval.integrity.convergence.iter_factor": 2,
+    "eval.integrity.convergence.restarts": 2, "eval.integrity.convergence.max_n": 16,
+    "eval.integrity.gradient_free.n_queries": 20, "eval.integrity.gradient_free.max_n": 16,
+    "eval.integrity.saturation.max_n": 16,
 }
 # Record columns that echo settings, say where or when, or identify: not measurements.
 NOT_MEASURED = {"experiment", "profile", "dataset", "n_train", "model", "seed", "epochs", "run_key", "head", "gamma",
@@ -400,22 +453,30 @@ def command(base: dict, probe: Probe, key: str, side: str) -> dict:
 def traced(monkeypatch):
     """Record every forward call of a classifier: what runs, beyond what is recorded."""
     trace = []
-    forward = models.Classifier.forward
+    forward, both = models.Classifier.forward, models.Classifier.prelogits_and_logits
     native = attacks.pgd_module.pgd
 
-    def spy(self, x):
+    def seen(self, x, call: str):
         layout = tuple(p.is_contiguous(memory_format=torch.channels_last) for p in self.parameters() if p.dim() == 4)
         # The input's sum stands for the input: attack settings change the examples even where
         # they do not change an outcome.
-        trace.append((self.training, torch.is_grad_enabled(), tuple(x.shape), float(x.detach().double().sum()),
+        trace.append((call, self.training, torch.is_grad_enabled(), tuple(x.shape), float(x.detach().double().sum()),
                       torch.is_autocast_enabled(x.device.type), torch.get_num_threads(), layout))
+
+    def spy(self, x):
+        seen(self, x, "forward")
         return forward(self, x)
+
+    def spy_both(self, x):  # the margin attacks and checks read the pre-logits too
+        seen(self, x, "prelogits_and_logits")
+        return both(self, x)
 
     def native_pgd(*args, **kwargs):
         trace.append("native pgd")
         return native(*args, **kwargs)
 
     monkeypatch.setattr(models.Classifier, "forward", spy)
+    monkeypatch.setattr(models.Classifier, "prelogits_and_logits", spy_both)
     monkeypatch.setattr(attacks.pgd_module, "pgd", native_pgd)
     yield trace
     monkeypatch.undo()
@@ -479,6 +540,7 @@ def trained_runs(tmp_path_factory):
 
 def observe_evaluate(overrides: dict, runs: dict, workdir: Path, monkeypatch) -> dict:
     source = runs[1] if overrides.pop("run_dir", None) == OTHER_RUN else runs[0]
+    overrides = {k: str(runs[1]) if v == OTHER_RUN else v for k, v in overrides.items()}
     run_dir = workdir / f"copy{len(list(workdir.iterdir()))}"
     shutil.copytree(source, run_dir)
     with traced(monkeypatch) as trace:
@@ -648,7 +710,6 @@ class OwnTraining(objectives.PGDAdversarial):
     pass
 
 
-ATTACK_NAMES = sorted(p.stem for p in (CONF / "attack").glob("*.yaml"))
 for _name in ATTACK_NAMES:  # OwnPGD, OwnSquare, ...: one subclass per attack option's class
     _cls = get_class(compose_config(overrides=[f"attack=[{_name}]"]).attack[_name]["_target_"])
     globals()[f"Own{_cls.__name__}"] = type(f"Own{_cls.__name__}", (_cls,), {"__module__": __name__})

@@ -13,9 +13,24 @@ The sub-attacks are seeded with `eval.seed`, so reruns give the same examples.
 from __future__ import annotations
 
 from omegaconf import DictConfig
+from torch import nn
 
 from blf import config as C
 from blf.eval.attacks.base import Attack
+
+
+class Float32Logits(nn.Module):
+    """The model with float32 logits. The AutoAttack code keeps float32 buffers beside the
+    model's output and index-puts one into the other: under bf16 autocast (trainer.amp=bf16)
+    Square failed with "Index put requires the source and destination dtypes match" once 32 or
+    more points were attacked. The model itself still computes under the run's autocast."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x):
+        return self.model(x).float()
 
 
 def _module():
@@ -47,7 +62,7 @@ class Square(Attack):
         from pyautoattack.square import SquareAttack
 
         # resc_schedule=False: AutoAttack's own setting for a fixed query budget.
-        attack = SquareAttack(model, norm="Linf", n_queries=self.n_queries, eps=eps, p_init=self.p_init,
+        attack = SquareAttack(Float32Logits(model), norm="Linf", n_queries=self.n_queries, eps=eps, p_init=self.p_init,
                               n_restarts=self.n_restarts, seed=self.seed, loss=self.loss, resc_schedule=False,
                               device=x.device)
         return attack.perturb(x, y).detach()
@@ -74,7 +89,7 @@ class APGDCE(Attack):
     def perturb(self, model, x, y, eps):
         from pyautoattack.autopgd_base import APGDAttack
 
-        attack = APGDAttack(model, n_iter=self.n_iter, norm="Linf", n_restarts=self.n_restarts, eps=eps,
+        attack = APGDAttack(Float32Logits(model), n_iter=self.n_iter, norm="Linf", n_restarts=self.n_restarts, eps=eps,
                             seed=self.seed, loss="ce", rho=self.rho, device=x.device)
         return attack.perturb(x, y).detach()
 
@@ -103,7 +118,7 @@ class APGDTargeted(APGDCE):
     def perturb(self, model, x, y, eps):
         from pyautoattack.autopgd_base import APGDAttack_targeted
 
-        attack = APGDAttack_targeted(model, n_iter=self.n_iter, norm="Linf", n_restarts=self.n_restarts, eps=eps,
+        attack = APGDAttack_targeted(Float32Logits(model), n_iter=self.n_iter, norm="Linf", n_restarts=self.n_restarts, eps=eps,
                                      seed=self.seed, rho=self.rho, n_target_classes=self.n_target_classes, device=x.device)
         return attack.perturb(x, y).detach()
 
@@ -125,7 +140,7 @@ class AutoAttackStandard(Attack):
         return {"version": self.version, "seed": self.seed}
 
     def perturb(self, model, x, y, eps):
-        adversary = _module().AutoAttack(model, norm="Linf", eps=eps, version=self.version, seed=self.seed, device=x.device)
+        adversary = _module().AutoAttack(Float32Logits(model), norm="Linf", eps=eps, version=self.version, seed=self.seed, device=x.device)
         adversary.verbose = False
         x_adv, _ = adversary.run_standard_evaluation(x, y, batch_size=x.shape[0])
         return x_adv.detach()
