@@ -170,3 +170,13 @@ def test_budget_sweep_shows_a_converging_pgd_and_records_one_row_per_budget(hone
     assert all(r["sweep_n"] == 100 and r["kind"] == "budget_sweep" for r in rows)
     with pytest.raises(ConfigError, match="analysis.budget_sweep.steps"):
         budget_sweep.settings(OmegaConf.create({**cfg, "steps": [0]}))
+
+
+def test_the_tanh_surrogate_counts_as_adaptive_in_the_attack_gap():
+    """Fig. 5's surrogate is a check of BLF's gradients, not a number the paper reports as
+    robustness: beside it, PGD's inflated accuracy must still show as a gap."""
+    pgd = torch.tensor([True] * 2 + [False] * 8)
+    surrogate = torch.tensor([False] * 10)
+    verdict = integrity.attack_gap([({"attack": "pgd", "eps": 0.3}, pgd), ({"attack": "pgd_tanh_surrogate", "eps": 0.3},
+                                                                            surrogate)], tolerance=5.0)
+    assert verdict.failed and "pgd_tanh_surrogate 0.00%" in verdict.detail
