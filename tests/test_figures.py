@@ -43,21 +43,25 @@ def test_norms_vs_accuracy_pairs_each_runs_norms_with_its_pgd_accuracy():
     assert (1.5, 70.0) in points and (3.0, 60.0) in points and (9.0, 60.0) in points  # logits of a, b; pre-logits
 
 
-def test_every_run_gets_its_worst_case_as_a_dotted_line_named_by_its_attacks():
+def test_every_run_gets_its_worst_case_as_one_dotted_line_and_only_the_papers_attacks_are_drawn():
     df = frame()
     square = df[(df["run_dir"] == "a") & (df["kind"] == "robustness")].assign(attack="square", accuracy=[79.0, 65.0])
     worst = [{**square.iloc[0].to_dict(), "kind": "worst_case", "attack": "worst_case", "eps": eps, "accuracy": acc,
               "attacks": "pgd+square"} for eps, acc in ((0.0, 79.0), (4 / 255, 60.0))]
+    worst[0]["attacks"] = "pgd"  # another set of attacks at eps 0: still one line
     lone = {**df[df["run_dir"] == "b"].iloc[1].to_dict(), "kind": "worst_case", "attack": "worst_case", "attacks": "pgd"}
-    df = pd.concat([df, square, pd.DataFrame([*worst, lone])], ignore_index=True)
+    adaptive = square.assign(attack="bpda_envelope", accuracy=[79.0, 61.0])  # in the worst case, not a line of its own
+    df = pd.concat([df, square, adaptive, pd.DataFrame([*worst, lone])], ignore_index=True)
     ax = figures.accuracy_panels(df, []).axes[0]
     lines = {bars.get_label(): bars.lines[0] for bars in ax.containers}  # errorbar: the data line first
     dotted = [name for name, line in lines.items() if line.get_linestyle() == ":"]
     # Run b had one attack: its worst case is that attack's, and it is drawn all the same.
-    assert dotted == ["BLF ($\\gamma$=0.5), worst case (pgd+square)", "tanh ($\\gamma$=1), worst case (pgd)"]
+    every = "worst case (every attack at each eps)"
+    assert dotted == [f"BLF ($\\gamma$=0.5), {every}", f"tanh ($\\gamma$=1), {every}"]
+    assert not any("bpda_envelope" in name for name in lines)
     assert list(lines[dotted[0]].get_ydata()) == [79.0, 60.0]
     # A method keeps its colour across its attacks; methods differ in colour, attacks in style.
-    blf = [lines[f"BLF ($\\gamma$=0.5), {attack}"] for attack in ("pgd", "square", "worst case (pgd+square)")]
+    blf = [lines[f"BLF ($\\gamma$=0.5), {attack}"] for attack in ("pgd", "square", every)]
     assert len({line.get_color() for line in blf}) == 1 and len({line.get_linestyle() for line in blf}) == 3
     assert lines["tanh ($\\gamma$=1), pgd"].get_color() != blf[0].get_color()
 
