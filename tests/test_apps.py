@@ -14,7 +14,7 @@ import torch
 from blf import app
 from blf.errors import CheckpointError, ConfigError, DataError, NonFiniteLossError
 from blf.nn import models, regularizers
-from blf.run import storage
+from blf.run import records, storage
 from conftest import REPO, TINY, bad, compose_config, evaluate, run_app, train, without_timing
 
 
@@ -290,7 +290,12 @@ def test_evaluate_attack_list_reports_worst_case_verdicts_and_analyses(tmp_path,
             stored = storage.load_tensors(run_dir / r["per_example"])
             assert stored["correct"].shape == (32,) and int(stored["correct"].sum()) == r["correct"]
     checks = {r["check"]: r["status"] for r in rows if r["kind"] == "integrity"}
-    assert set(checks) == {"monotonic", "unbounded_attack", "gradient_free_vs_gradient", "input_gradients", "pgd_convergence"}
+    assert set(checks) == {"monotonic", "unbounded_attack", "gradient_free_vs_gradient", "input_gradients", "pgd_convergence",
+                           "saturation", "attack_gap"}
+    # Every record of an attack carries its outcome: the one the per-example file holds.
+    for r in rows:
+        if r["kind"] == "robustness":
+            assert (records.decode_outcome(r["outcome"], 32) == storage.load_tensors(run_dir / r["per_example"])["correct"].numpy()).all()
     assert set(checks.values()) <= {"pass", "FAIL", "skipped"}
     assert "Integrity checks" in caplog.text and "worst_case" in caplog.text
     # The arrays only: figures are drawn at report time (blf.report.renderers), never by a run.

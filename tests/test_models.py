@@ -70,3 +70,19 @@ def test_a_model_class_that_is_not_one_is_refused():
     with pytest.raises(ConfigError, match="is the class of '4c3f', not of model.name='2c2f'; allowed: a class named '2c2f', or "
                                           "model.name='4c3f'"):
         models.build(option("model", "2c2f", _target_="blf.nn.models.FourConvThreeFC"), heads.Identity(), (1, 28, 28), 10)
+
+
+def test_toy_widths_stay_nchw_and_real_ones_go_channels_last():
+    """A ResNet-18 of width 4 in channels_last crashed torch 2.14.1's CPU backward on an AVX2 machine:
+    networks with a convolution narrower than 8 channels stay NCHW."""
+    from blf import assembly
+    from conftest import compose_config
+
+    def layout(width):
+        cfg = compose_config(overrides=["dataset=cifar10", "model=resnet18", f"model.width={width}", "model.blocks=[1,1,1,1]"])
+        classifier = assembly.build_classifier(cfg, (3, 32, 32), 10)
+        weight = next(m.weight for m in classifier.modules() if isinstance(m, torch.nn.Conv2d))
+        return weight.is_contiguous(memory_format=torch.channels_last) and not weight.is_contiguous()
+
+    assert not layout(4)
+    assert layout(8)
