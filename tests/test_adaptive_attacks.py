@@ -221,8 +221,9 @@ def test_a_run_trained_before_the_adaptive_budgets_existed_is_evaluated_and_resu
     assert len(storage.read_jsonl(run / "metrics.jsonl")) == 3
 
 
-@pytest.mark.parametrize("name", ["square", "apgd_ce"])
-def test_library_attacks_run_under_bf16_autocast(name):
+@pytest.mark.parametrize("name", ["square", "apgd_ce", "bpda_envelope", "bpda_tanh", "bpda_identity", "pgd_cw",
+                                  "pgd_dlr_prelogits", "prelogit_targeted", "pgd_tanh_surrogate"])
+def test_attacks_run_under_bf16_autocast(name):
     """pyautoattack keeps float32 buffers beside the model's output: under bf16 autocast Square's
     index puts failed (BFloat16 vs Float) once 32 or more points were attacked."""
     from blf.nn import precision
@@ -231,7 +232,7 @@ def test_library_attacks_run_under_bf16_autocast(name):
     torch.manual_seed(0)
     classifier = models.build(option("model", "2c2f"), heads.BLF(1.0), (1, 28, 28), 10).eval()
     x, y = torch.rand(40, 1, 28, 28), torch.randint(0, 10, (40,))
-    settings = {"square": {"n_queries": 20}, "apgd_ce": {"n_iter": 3, "n_restarts": 1}}[name]
+    settings = {"square": {"n_queries": 20}, "apgd_ce": {"n_iter": 3, "n_restarts": 1}}.get(name, {"nb_iter": 3})
     attack = attacks.build(name, attack_config(name, eps=[0.1], **settings))
     with precision.autocast(CPU, "bf16"):
         x_adv = attack.perturb(classifier, x, y, 0.1)
