@@ -285,6 +285,18 @@ def attack_gap(outcomes: list[tuple[dict, torch.Tensor]], tolerance: float) -> V
     return _verdict("attack_gap", worst_gap <= tolerance, worst_gap, tolerance, worst_detail)
 
 
+def precision_agreement(classifier: Classifier, subset: Split, batch_size: int, device, tolerance: float) -> Verdict:
+    """Clean accuracy under bfloat16 autocast against float32 on the evaluation subset."""
+    from blf.eval.robustness import clean_accuracy
+    from blf.nn.precision import autocast
+
+    fp32 = clean_accuracy(classifier, subset, batch_size, device)
+    with autocast(device, "bf16"):
+        bf16 = clean_accuracy(classifier, subset, batch_size, device)
+    detail = f"clean accuracy {bf16:.2f}% in bf16, {fp32:.2f}% in fp32 (difference {bf16 - fp32:+.2f} points)"
+    return _verdict("precision", abs(bf16 - fp32) <= tolerance, abs(bf16 - fp32), tolerance, detail)
+
+
 def run(classifier: Classifier, subset: Split, outcomes: list[tuple[dict, torch.Tensor]], cfg: DictConfig,
         *, batch_size: int, device, seed: int, progress: bool = False) -> list[Verdict]:
     """Every check, on the evaluation subset and the per-example outcomes recorded for it."""
