@@ -404,11 +404,18 @@ def test_covered_keys_name_existing_tests():
             assert f"def {name}(" in (CONF.parent / path).read_text(), (key, probe.test)
 
 
+# The PGD keys every adaptive option shares go through one path (PGD.pgd_arguments): probed fast
+# on one option, on the others under `make test-all` (keeping `make test` near 10 minutes).
+SHARED_ADAPTIVE_KEYS = {f"attack.{name}.{key}" for name in ADAPTIVE_OPTIONS if name != "bpda_envelope"
+                        for key in ("eps", "eps_iter", "nb_iter", "rand_init", "restarts", "in_adaptive_set")}
+
+
 def cases(*apps: str):
     for key, entry in PROBES.items():
         for i, probe in enumerate(entry if isinstance(entry, tuple) else (entry,)):
             if isinstance(probe, Probe) and probe.app in apps:
-                yield pytest.param(key, probe, id=f"{key}[{i}]" if isinstance(entry, tuple) else key)
+                marks = [pytest.mark.slow] if key in SHARED_ADAPTIVE_KEYS else []
+                yield pytest.param(key, probe, id=f"{key}[{i}]" if isinstance(entry, tuple) else key, marks=marks)
 
 
 # --- observing what runs ---------------------------------------------------------------------
