@@ -298,6 +298,9 @@ PROBES: dict[str, Probe | Covered | tuple[Probe, ...]] = {
     "eval.seed": P("evaluate", 1),
     "eval.batch_size": P("evaluate", 8),
     "eval.checkpoint": P("evaluate", "last"),
+    # the validation split changes the training set, the checkpoint chosen and the records
+    "eval.selection_split": P("train", "validation", **{"eval.validation_n": 32}),
+    "eval.validation_n": P("train", 48, 32, **{"eval.selection_split": "validation"}),
     "eval.adaptive": P("evaluate", False, **ADAPTIVE),
     **probes("eval.loss_surface", "evaluate", SURFACE, points=3, split="test", radius=0.2, step=0.1, seed=1, batch_size=4),
     "eval.loss_surface.clip": P("evaluate", True, **{**SURFACE, "eval.loss_surface.radius": 0.5}),

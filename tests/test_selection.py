@@ -126,7 +126,7 @@ def test_a_run_evaluated_twice_is_scored_by_its_newest_evaluation_and_says_so(ol
     rows[-1].update(evaluated_at="2026-01-01", **older)
     scored = selection.scores(pd.DataFrame([*rows, second]), "protocol", {"mnist": 0.3}).iloc[0]
     assert scored["score"] == 40.0  # never 50, the mean of the two
-    assert scored["basis"] == f"pgd accuracy at eps=0.3 (the newest of 2 evaluations; not used: {label}: 60)"
+    assert scored["basis"] == f"pgd accuracy at eps=0.3 (test set) (the newest of 2 evaluations; not used: {label}: 60)"
 
 
 @pytest.mark.parametrize("older, newer", [({"attack.restarts": 1}, {"attack.restarts": 5}), ({"n": 100}, {"n": 20})])

@@ -103,7 +103,8 @@ def train(cfg: DictConfig, run_dir: Path | None = None) -> Outcome:
             if added:
                 tracker.log_checkpoint(workspace.checkpoint_path(run.evaluation.checkpoint), tracking.summary(rows))
         workspace.mark_finished(identity.job_key(run.config))
-    log.info("best epoch %d: clean test accuracy %.2f%%", progress.best_epoch, progress.best_accuracy)
+    log.info("best epoch %d: clean %s accuracy %.2f%%", progress.best_epoch, run.evaluation.selection_split,
+             progress.best_accuracy)
     log.info("%s", tables.summary(rows))
     log.info("done: %s", workspace.root)
     return Outcome(workspace.root, rows, added, progress)
@@ -131,6 +132,14 @@ def evaluate(cfg: DictConfig, run_dir: Path | None = None) -> Outcome:
     for key in ("attack", "analysis"):  # `attack=[]` or `analysis=[]` on this command removes the key
         if key not in cfg:
             run_cfg[key] = {}
+    # Which images training held out is a fact of the run, not a choice of this command.
+    trained_eval = saved["config"].get("eval") or {}
+    split = trained_eval.get("selection_split", "test")
+    if cfg.eval.get("selection_split", split) != split:
+        log.warning("eval.selection_split=%s ignored: %s was trained with eval.selection_split=%s",
+                    cfg.eval.selection_split, workspace.root, split)
+    run_cfg.eval.selection_split = split
+    run_cfg.eval.validation_n = trained_eval.get("validation_n", run_cfg.eval.get("validation_n"))
     configure_cpu(run_cfg.trainer.threads)
     run = assembly.for_evaluation(run_cfg)
     with workspace.locked(), tracking.start(run_cfg.logger, run.config, workspace.root, job_type="eval",

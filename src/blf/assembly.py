@@ -124,6 +124,8 @@ def _common(cfg: DictConfig, optimisation_from=None) -> Assembly:
     where = device(cfg.device)
     evaluation = EvalSettings.from_config(cfg)
     dataset = data.load(cfg.dataset)
+    if evaluation.validation_n is not None:
+        dataset = data.hold_out(dataset, evaluation.validation_n)
     dataset.test.subset_index(evaluation.n, evaluation.seed)  # eval.n fits the test set, checked before training
     regularizer = regularizers.build(cfg.regularizer)
     mode = objectives.build(cfg.training)

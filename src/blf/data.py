@@ -22,7 +22,7 @@ import subprocess
 import sys
 import tempfile
 import zipfile
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -92,13 +92,31 @@ class Dataset:
     test: Split
     num_classes: int
     synthetic: bool
+    validation: Split | None = None  # held out of `train` (hold_out), under eval.selection_split=validation
 
     @property
     def image_shape(self) -> tuple[int, int, int]:
         return tuple(self.train.images.shape[1:])  # type: ignore[return-value]
 
     def to(self, device: torch.device | str) -> Dataset:
-        return Dataset(self.name, self.train.to(device), self.test.to(device), self.num_classes, self.synthetic)
+        return Dataset(self.name, self.train.to(device), self.test.to(device), self.num_classes, self.synthetic,
+                       None if self.validation is None else self.validation.to(device))
+
+
+# One draw for every run and seed: the runs of a study are all selected on the same images.
+VALIDATION_SEED = 0
+
+
+def hold_out(dataset: Dataset, n: int) -> Dataset:
+    """`dataset` with `n` of its training examples moved into a validation split (drawn by
+    VALIDATION_SEED); the others stay the training set, in their order."""
+    n = C.integer("eval.validation_n", n, ge=1)
+    if n >= len(dataset.train):
+        raise ConfigError(f"eval.validation_n={n} leaves none of the {len(dataset.train)} training examples to train on; "
+                          f"allowed: 1..{len(dataset.train) - 1}")
+    order = torch.randperm(len(dataset.train), generator=torch.Generator().manual_seed(VALIDATION_SEED))
+    held, kept = order[:n].sort().values, order[n:].sort().values
+    return replace(dataset, train=dataset.train.take(kept), validation=dataset.train.take(held))
 
 
 SHAPES = {"mnist": (1, 28, 28), "cifar10": (3, 32, 32)}

@@ -17,7 +17,9 @@ from omegaconf import DictConfig
 
 from blf import config as C
 from blf.eval import budget_sweep, integrity, loss_surface, operator_norm, robustness
+from blf.eval.attacks import PAPER, Attack
 from blf.nn import precision
+from blf.nn.models import frozen
 from blf.run import records, storage
 from blf.run.folder import RunFolder
 from blf.run.records import WORST_CASE, Kind
@@ -29,6 +31,7 @@ log = logging.getLogger(__name__)
 
 ANALYSES = ("operator_norm", "loss_surface", "budget_sweep")
 CHECKPOINTS = ("best", "last")
+SELECTION_SPLITS = ("test", "validation")
 
 
 @dataclass(frozen=True)
@@ -37,6 +40,9 @@ class EvalSettings:
     policy and `progress`); checked when the run is assembled, before any training."""
 
     checkpoint: str
+    selection_split: str
+    validation_n: int | None  # training examples held out (selection_split=validation), else None
+    selection_eps: tuple[float, ...]  # budgets a selection scores attacks at: the tables' and the training's
     adaptive: bool
     n: int | None
     seed: int
@@ -60,8 +66,14 @@ class EvalSettings:
             C.number("eval.loss_surface.radius", surface.radius, gt=0)
             C.number("eval.loss_surface.step", surface.step, gt=0)
             C.integer("eval.loss_surface.batch_size", surface.batch_size, ge=1)
+        # Configs saved before the option existed selected on the test set.
+        split = C.choice("eval.selection_split", spec.get("selection_split", "test"), SELECTION_SPLITS)
+        threat = cfg.dataset.get("threat") or {}
         return cls(
             checkpoint=C.choice("eval.checkpoint", spec.checkpoint, CHECKPOINTS),
+            selection_split=split,
+            validation_n=C.integer("eval.validation_n", spec.validation_n, ge=1) if split == "validation" else None,
+            selection_eps=tuple(sorted({float(threat[k]) for k in ("table_eps", "eps") if threat.get(k) is not None})),
             adaptive=C.boolean("eval.adaptive", spec.adaptive),
             n=None if spec.n is None else C.integer("eval.n", spec.n, ge=1),
             seed=C.integer("eval.seed", spec.seed),
@@ -94,9 +106,15 @@ class Assessment:
         self.index = run.dataset.test.subset_index(self.settings.n, self.settings.seed)
         self.subset = run.dataset.test.take(self.index.to(run.dataset.test.labels.device))
         self.seed = self.settings.seed
+        # Under eval.selection_split=validation the selection reads the held-out images only.
+        validation = state.get("validation_acc", (state.get("history") or [{}])[-1].get("validation_acc"))
+        self.validation = None if run.dataset.validation is None else run.dataset.validation.subset(
+            min(self.settings.n or len(run.dataset.validation), len(run.dataset.validation)), self.seed)
         self.common = {
             **run.identity(),
             "checkpoint": self.which, "checkpoint_epoch": self.epoch, "clean_test_acc": clean,
+            "selection_split": self.settings.selection_split,
+            **({} if validation is None else {"clean_validation_acc": validation}),
             "n": len(self.subset), "eval_seed": self.seed,
             **records.provenance(trained), "augmented": trained.get("augmented"), "threads": torch.get_num_threads(),
             # The CPU kernels torch chose (AVX512, AVX2, ...): numbers differ slightly between them.
@@ -119,7 +137,8 @@ class Assessment:
         have = {(r.get("kind"), r.get("attack"), r.get("eps")) for r in rows}
         eps = {e for a in self.attacks for e in a.eps}
         wanted = {(Kind.ROBUSTNESS, a.name, e) for a in self.attacks for e in a.eps} | {
-            (Kind.WORST_CASE, WORST_CASE, e) for e in eps}
+            (Kind.WORST_CASE, WORST_CASE, e) for e in eps} | {
+            (Kind.VALIDATION, a.name, e) for a, e in self.selection_budgets()}
         kinds = {r.get("kind") for r in rows}
         if self.attacks and self.settings.integrity.enabled:
             kinds_wanted = {Kind.INTEGRITY}
@@ -141,6 +160,28 @@ class Assessment:
         self.workspace.add_results(derived)
         return new_rows + derived, verdicts
 
+    def selection_budgets(self) -> list[tuple[Attack, float]]:
+        """(attack, eps) a hyper-parameter selection may score on the validation split: the paper's
+        attacks at the budgets selections use (the tables' and the training's) within their grids."""
+        if self.validation is None:
+            return []
+        return [(a, e) for a in self.attacks if a.name in PAPER for e in a.eps
+                if any(abs(e - s) < records.EPS_TOLERANCE for s in self.settings.selection_eps)]
+
+    def validation_rows(self) -> list[dict]:
+        rows = []
+        for attack, eps in self.selection_budgets():
+            torch.manual_seed(self.seed)
+            correct = robustness.attacked_correct(self.classifier, self.validation, attack, eps,
+                                                  attack.batch_size or self.batch_size, self.device)
+            rows.append({**self.common, "kind": Kind.VALIDATION, "attack": attack.name, "eps": eps,
+                         "validation_n": len(correct), "correct": int(correct.sum()),
+                         "accuracy": robustness.percent(correct),
+                         **{f"attack.{k}": v for k, v in attack.settings().items()}})
+            log.info("%s eps=%.4g on the validation split: %.2f%% of %d", attack.name, eps, rows[-1]["accuracy"],
+                     len(correct))
+        return rows
+
     def attack_rows(self) -> list[dict]:
         norms, outcomes = robustness.evaluate(
             self.classifier, self.subset, self.attacks, seed=self.seed, batch_size=self.batch_size, device=self.device,
@@ -150,7 +191,8 @@ class Assessment:
             row = {**self.common, **row}
             row["per_example"] = self.workspace.save_outcome(row, correct, self.index)
             rows.append(row)
-        return rows
+        with frozen(self.classifier):
+            return rows + self.validation_rows()
 
     def analysis_rows(self) -> list[dict]:
         rows = []

@@ -12,6 +12,9 @@ Every key of a composed `train` config has one role:
   unbounded_eps): how a checkpoint is evaluated. Changing them re-evaluates the same run
   (src/evaluate.py changes nothing else); the training budgets (`dataset.threat.eps`, `pgd_at`,
   `trades`) stay identity.
+  The exception: under `eval.selection_split=validation` training holds images out (the
+  validation split), so that key and `eval.validation_n` are identity then; under the paper's
+  protocol (`test`, the default) they are not, and runs trained before the option keep their keys.
 - **execution** (`logger`, `device`, `progress`, `paths`, `dataset.root`, `dataset.download`,
   `trainer.threads`): where and how a job runs and where its data comes from, not what it
   computes.
@@ -33,6 +36,10 @@ EVALUATION = ("attack", "analysis", "eval", *(f"dataset.threat.{k}" for k in (
     "eval_eps", "pgd_eval", "table_eps", "spsa", "square", "apgd", "apgd_t", "adaptive", "unbounded_eps")))
 EXECUTION = ("logger", "device", "progress", "paths", "dataset.root", "dataset.download", "trainer.threads")
 BOOKKEEPING = ("experiment_name", "profile_name", "study", "study_limits")
+
+# Keys of the validation split: identity when it holds images out of training (HOLD_OUT_VALUE).
+HOLD_OUT = ("eval.selection_split", "eval.validation_n")
+HOLD_OUT_VALUE = "validation"
 
 # Overrides that select a whole config rather than a value. The experiment and profile pick the
 # sweep folder (multirun/<experiment>/<profile>/), so they do not name the run inside it.
@@ -69,7 +76,11 @@ def flatten(tree: Mapping, prefix: str = "") -> dict[str, Any]:
 
 def run_view(config: Mapping) -> dict[str, Any]:
     """The identity keys of a resolved config: equal views mean the same trained model."""
-    return {k: v for k, v in flatten(config).items() if role(k) == "identity"}
+    flat = flatten(config)
+    view = {k: v for k, v in flat.items() if role(k) == "identity"}
+    if flat.get(HOLD_OUT[0]) == HOLD_OUT_VALUE:
+        view.update({k: flat.get(k) for k in HOLD_OUT})
+    return view
 
 
 def job_view(config: Mapping) -> dict[str, Any]:
@@ -111,10 +122,11 @@ def run_name(overrides) -> str:
     unquoted (so that `run_dir=<folder>` works) are replaced.
     """
     items = []
-    for override in overrides or []:
-        key, _, value = str(override).partition("=")
+    pairs = [str(o).partition("=")[::2] for o in overrides or []]
+    holds_out = any(k.lstrip("+~") == HOLD_OUT[0] and v == HOLD_OUT_VALUE for k, v in pairs)
+    for key, value in pairs:
         key = key.lstrip("+~")
-        if role(key) == "identity" and not _under(key, SELECTORS):
+        if (role(key) == "identity" or (holds_out and key in HOLD_OUT)) and not _under(key, SELECTORS):
             items.append(f"{key}:{value}")
     if not items:
         return "default"

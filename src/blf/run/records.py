@@ -55,6 +55,7 @@ class Kind(StrEnum):
     OPERATOR_NORM_SUMMARY = "operator_norm_summary"  # mean_conv, mean_linear over the layers (Table 3)
     LOSS_SURFACE = "loss_surface"  # one data point: point, example, label, max_minus_min, arrays (Table 5)
     BUDGET_SWEEP = "budget_sweep"  # one PGD budget at one eps: attack.nb_iter, attack.restarts, sweep_n, accuracy
+    VALIDATION = "validation"  # one (attack, eps) on the validation split (eval.selection_split): n, correct, accuracy
 
 
 # The attack name of worst-case rows (a row per eps, beside the attacks it summarises).

@@ -8,6 +8,10 @@ reports the selected value over several seeds:
 - `attack` (Tables 1, 2, 4: "we tuned hyperparameters for each attack"): the largest accuracy
   under the table's attack at its budget;
 - `none` (Fig. 1): every grid point is a result.
+
+The paper scores on the test images it then reports. A run trained with
+`eval.selection_split=validation` is scored on training images it held out instead (its
+`clean_validation_acc` and `validation` records), so the test set picks nothing.
 """
 
 from __future__ import annotations
@@ -35,16 +39,21 @@ def scores(df: pd.DataFrame, criterion: str, eps: Mapping[str, float], attack: s
     runs = []
     for run_dir, rows in df.groupby("run_dir"):
         first = rows.iloc[0]
+        # A run trained beside a validation split (eval.selection_split) is scored on it alone.
+        split = "validation" if "selection_split" in rows and (rows["selection_split"] == "validation").any() else "test"
         if criterion == "protocol" and first["setting"] == "ST":
-            score, basis = first.get("clean_test_acc"), "clean accuracy (test set)"
+            column = "clean_validation_acc" if split == "validation" else "clean_test_acc"
+            values = rows[column].dropna() if column in rows else pd.Series(dtype=float)
+            score, basis = (values.iloc[0] if len(values) else None), f"clean accuracy ({split} set)"
         else:
             name = attack if criterion == "attack" else "pgd"
             target = eps[first["dataset"]]
-            hits = rows[(rows["kind"] == Kind.ROBUSTNESS) & (rows["attack"] == name) & same_eps(rows["eps"], target)]
+            kind = Kind.VALIDATION if split == "validation" else Kind.ROBUSTNESS
+            hits = rows[(rows["kind"] == kind) & (rows["attack"] == name) & same_eps(rows["eps"], target)]
             # The reference of evaluations.variants: with one row per evaluation, the newest.
             older = evaluations.variants(hits, [])
             score = hits.loc[older == "", "accuracy"].iloc[0] if len(hits) else None
-            basis = f"{name} accuracy at eps={target:.6g}"
+            basis = f"{name} accuracy at eps={target:.6g} ({split} set)"
             if len(hits) > 1:
                 basis += (f" (the newest of {len(hits)} evaluations; not used: "
                           f"{'; '.join(f'{v}: {a:g}' for v, a in zip(older, hits['accuracy']) if v)})")

@@ -54,7 +54,7 @@ class Progress:
 
     epoch: int = 0
     best_epoch: int = 0
-    best_accuracy: float = -1.0
+    best_accuracy: float = -1.0  # clean accuracy on the selection split (eval.selection_split) at best_epoch
     history: list[dict] = field(default_factory=list)
 
 
@@ -178,11 +178,14 @@ def fit(workspace: RunFolder, run: Assembly, tracker: Tracker) -> Progress:
         scheduler.step()
         with precision.autocast(settings.device, settings.amp):
             test_acc = clean_accuracy(classifier, data.test, batch_size=1000, device=settings.device)
+            validation_acc = None if data.validation is None else clean_accuracy(
+                classifier, data.validation, batch_size=1000, device=settings.device)
         row = {
             "epoch": epoch,
             "train_loss": train_loss,
             "train_acc": train_acc,
             "test_acc": test_acc,
+            **({} if validation_acc is None else {"validation_acc": validation_acc}),
             "lr": lr,
             "gamma": classifier.head.scale(),
             "seconds": seconds,
@@ -190,9 +193,13 @@ def fit(workspace: RunFolder, run: Assembly, tracker: Tracker) -> Progress:
         }
         state.history.append(row)
         state.epoch = epoch
-        if test_acc > state.best_accuracy:
-            state.best_accuracy, state.best_epoch = test_acc, epoch
+        # Appendix B.2 keeps the epoch of largest clean test accuracy; with a validation split, of
+        # largest clean validation accuracy (the test set then picks nothing).
+        selected = test_acc if validation_acc is None else validation_acc
+        if selected > state.best_accuracy:
+            state.best_accuracy, state.best_epoch = selected, epoch
             workspace.save("best", {"model": classifier.state_dict(), "epoch": epoch, "test_acc": test_acc,
+                                    **({} if validation_acc is None else {"validation_acc": validation_acc}),
                                     "config": run.config, "trained": trained})
         workspace.save(
             "last",
@@ -214,8 +221,9 @@ def fit(workspace: RunFolder, run: Assembly, tracker: Tracker) -> Progress:
         workspace.write_metrics(state.history)
         tracker.log_epoch(row)
         log.info(
-            "epoch %d/%d  loss %.4f  train acc %.2f  test acc %.2f  lr %.4g  %.1fs",
-            epoch, settings.epochs, train_loss, train_acc, test_acc, lr, seconds,
+            "epoch %d/%d  loss %.4f  train acc %.2f  test acc %.2f%s  lr %.4g  %.1fs",
+            epoch, settings.epochs, train_loss, train_acc, test_acc,
+            "" if validation_acc is None else f"  validation acc {validation_acc:.2f}", lr, seconds,
         )
         failpoint.reach("epoch")
     return state
