@@ -20,14 +20,14 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.core.utils import JobStatus
 from hydra.experimental.callback import Callback
 from hydra.types import RunMode
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
-from blf import assembly
+from blf import assembly, trained
 from blf import config as C
 from blf.errors import BLFError, CheckpointError, NonFiniteLossError
 from blf.eval import assessment
 from blf.report import tables
-from blf.run import identity, tracking
+from blf.run import identity, storage, tracking
 from blf.run.allocator import keep_freed_memory
 from blf.run.folder import RunFolder, note_if_new
 from blf.train import loop
@@ -52,13 +52,31 @@ def hydra_run_dir() -> Path:
 
 class FolderWatch(Callback):
     """Hydra callback (conf/train.yaml, conf/evaluate.yaml): before Hydra creates the run folder,
-    note whether it exists, so that a refused command removes only a folder it created."""
+    note whether it exists, so that a refused command removes only a folder it created; and
+    before Hydra writes its log and `.hydra/` files into a run (or sweep) folder, refuse one that
+    holds a symbolic link, which those writes would follow."""
 
     def on_run_start(self, config, **kwargs) -> None:
         try:
-            note_if_new(Path(str(config.hydra.run.dir)))
+            folder = Path(str(config.hydra.run.dir))
         except Exception:  # noqa: BLE001 - a folder it cannot name is one it will never remove
-            pass
+            return
+        note_if_new(folder)
+        self.refuse_links(folder)
+
+    def on_multirun_start(self, config, **kwargs) -> None:
+        self.refuse_links(Path(str(config.hydra.sweep.dir)))
+
+    @staticmethod
+    def refuse_links(folder: Path) -> None:
+        try:
+            if folder.is_symlink():  # the folder itself: a link to a folder elsewhere is the user's choice
+                folder = folder.resolve()
+            if folder.is_dir():
+                storage.refuse_links_inside(folder)
+        except BLFError as error:
+            print(f"error: {error}", file=sys.stderr)  # Hydra's logging would prefix it; ours is not set up yet
+            sys.exit(2)
 
 
 class FailedJobStatus(Callback):
@@ -94,6 +112,7 @@ def train(cfg: DictConfig, run_dir: Path | None = None) -> Outcome:
     workspace = RunFolder(run_dir or hydra_run_dir())
     # First, so that a job's launcher log names its run folder even if the job fails (study/progress.py).
     log.info("run folder: %s", workspace.root)
+    workspace.refuse_links()
     configure_cpu(cfg.trainer.threads)
     run = assembly.for_training(cfg)  # every value checked before the folder is touched
     with workspace.locked():
@@ -117,6 +136,7 @@ def evaluate(cfg: DictConfig, run_dir: Path | None = None) -> Outcome:
     analyses, `eval`, logger, device, progress) replaces the run's. Interpolations such as
     `${dataset.threat.eval_eps}` resolve against the run's dataset."""
     workspace = RunFolder(run_dir or hydra_run_dir())
+    workspace.refuse_links()
     saved = workspace.load(C.choice("eval.checkpoint", cfg.eval.checkpoint, assessment.CHECKPOINTS))
     if workspace.has("last") and cfg.eval.checkpoint != "last":
         # A checkpoint copied in from another run would be evaluated and recorded as this one.
@@ -125,9 +145,10 @@ def evaluate(cfg: DictConfig, run_dir: Path | None = None) -> Outcome:
             raise CheckpointError(f"{workspace.checkpoint_path(cfg.eval.checkpoint)} belongs to another run than "
                                   f"{workspace.checkpoint_path('last')} ({key}: {theirs!r} vs {ours!r}); "
                                   "allowed: the checkpoints train.py wrote into this folder")
-    run_cfg = assembly.name_components(OmegaConf.create(saved["config"]))
+    run_cfg = trained.run_config(saved, workspace.checkpoint_path(cfg.eval.checkpoint),
+                                 C.boolean("trust_code", cfg.get("trust_code", False)))
     for key in cfg:
-        if key != "run_dir":
+        if key not in ("run_dir", "trust_code"):
             run_cfg[key] = cfg[key]
     for key in ("attack", "analysis"):  # `attack=[]` or `analysis=[]` on this command removes the key
         if key not in cfg:

@@ -142,8 +142,9 @@ def _common(cfg: DictConfig, optimisation_from=None) -> Assembly:
 def _optimisation(cfg: DictConfig, classifier: Classifier, where: torch.device) -> Optimisation:
     C.number("optim.lr", cfg.optim.lr, gt=0)
     C.number("optim.weight_decay", cfg.optim.weight_decay, ge=0)
-    optimizer = instantiate(cfg.optim)(classifier.parameters())
-    scheduler = instantiate(cfg.scheduler)(optimizer)
+    # Not recursive: a nested `_target_` (never in our configs) is data, not an object to build.
+    optimizer = instantiate(cfg.optim, _recursive_=False)(classifier.parameters())
+    scheduler = instantiate(cfg.scheduler, _recursive_=False)(optimizer)
     seed = C.integer("seed", cfg.seed)
     settings = TrainSettings(
         epochs=C.integer("trainer.epochs", cfg.trainer.epochs, ge=1),

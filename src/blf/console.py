@@ -37,3 +37,16 @@ class Below(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         return record.levelno < self.level
+
+
+class NoFollowFileHandler(logging.FileHandler):
+    """A run's log file (conf/hydra/job_logging/blf.yaml), appended to but never through a
+    symbolic link: a link planted as `<run>/train.log` would have the log written elsewhere."""
+
+    def _open(self):
+        import os
+
+        from blf.run import storage
+
+        fd = storage.open_nofollow(self.baseFilename, os.O_WRONLY | os.O_APPEND | os.O_CREAT)
+        return os.fdopen(fd, "a", encoding=self.encoding, errors=self.errors)

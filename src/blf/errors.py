@@ -31,3 +31,8 @@ class NonFiniteLossError(BLFError):
 
 class RecordError(BLFError):
     """A record file cannot be read as this code's records (a newer schema, a broken row)."""
+
+
+class UntrustedFileError(BLFError):
+    """A file from a run folder, checkpoint or export asks for something only the user may ask
+    for: code outside the project, a config key the project does not have, a write through a link."""

@@ -212,13 +212,14 @@ class Export:
 
 
 def export(run_dir: Path, fmt: str, out: Path, *, checkpoint: str = "best", name: str | None = None,
-           eps: float | None = None, allow_synthetic: bool = False, force: bool = False) -> Export:
-    """Write the export of `run_dir` in format `fmt` into `out`."""
+           eps: float | None = None, allow_synthetic: bool = False, force: bool = False,
+           trust_code: bool = False) -> Export:
+    """Write the export of `run_dir` in format `fmt` into `out` (`trust_code`: blf.load's)."""
     command = None
     C.choice("--format", fmt, FORMATS)
     state, path = trained.read(run_dir, checkpoint)
-    cfg = trained.run_config(state)
-    model = trained.load(path)
+    cfg = trained.run_config(state, path, trust_code)
+    model = trained.load(path, trust_code=trust_code)
     config = OmegaConf.to_container(cfg, resolve=True)
     out = Path(out)
     if fmt == "state_dict":
@@ -269,11 +270,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--eps", help="the budget of the model info (default: the dataset's table budget, 8/255 on CIFAR-10)")
     parser.add_argument("--allow-synthetic", action="store_true", help="export a run on synthetic data (a dry run)")
     parser.add_argument("--force", action="store_true", help="replace files already in --out")
+    parser.add_argument("--trust-code", action="store_true",
+                        help="let the run's config name classes outside this project, importing their modules: "
+                             "only for a folder you trust (docs/security.md)")
     args = parser.parse_args(argv)
     try:
         eps = None if args.eps is None else parse_eps(args.eps)
         done = export(args.run_dir, args.format, args.out, checkpoint=args.checkpoint, name=args.name, eps=eps,
-                         allow_synthetic=args.allow_synthetic, force=args.force)
+                         allow_synthetic=args.allow_synthetic, force=args.force, trust_code=args.trust_code)
     except (BLFError, OSError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from blf import assembly, data
+from blf import assembly, data, trust
 from blf import config as C
 from blf.errors import CheckpointError
 from blf.nn.models import Classifier
@@ -34,10 +34,13 @@ def read(source: str | Path, checkpoint: str = "best") -> tuple[dict, Path]:
     raise CheckpointError(f"{source} does not exist; allowed: a run folder written by src/train.py or a checkpoint file in it")
 
 
-def run_config(state: dict) -> DictConfig:
-    """A checkpoint's config, with every component's class named (checkpoints of older code)."""
+def run_config(state: dict, source: str | Path = "the checkpoint", trust_code: bool = False) -> DictConfig:
+    """A checkpoint's config, with every component's class named (checkpoints of older code).
+    A file is not trusted: classes outside the project are refused before any import unless
+    `trust_code` (trust.py)."""
     if not isinstance(state.get("config"), dict):
-        raise CheckpointError("the checkpoint's config is not a mapping; allowed: a checkpoint written by src/train.py")
+        raise CheckpointError(f"{source}: the checkpoint's config is not a mapping; allowed: a checkpoint written by src/train.py")
+    trust.check_config(state["config"], source, trust_code=trust_code)
     return assembly.name_components(OmegaConf.create(state["config"]))
 
 
@@ -48,15 +51,19 @@ def architecture(cfg: DictConfig) -> Classifier:
     return assembly.build_classifier(cfg, data.SHAPES[name], data.NUM_CLASSES[name])
 
 
-def load(source: str | Path, checkpoint: str = "best", device: str | torch.device = "cpu") -> Classifier:
+def load(source: str | Path, checkpoint: str = "best", device: str | torch.device = "cpu",
+         trust_code: bool = False) -> Classifier:
     """The classifier of a trained run, ready to evaluate (see the module docstring).
 
     `source` is a run folder (then `checkpoint` picks best.pt, the selected epoch, or last.pt)
     or a checkpoint file. A run trained with `trainer.amp=bf16` was evaluated under bf16
     autocast (`blf.nn.precision.autocast`); the module itself computes in float32.
+
+    `trust_code=True` lets the run's config name classes outside this project, importing their
+    modules (from the working directory too): only for a folder you trust (docs/security.md).
     """
     state, path = read(source, checkpoint)
-    cfg = run_config(state)
+    cfg = run_config(state, path, trust_code)
     classifier = architecture(cfg)
     restore(classifier, state["model"], path)
     classifier.config = cfg

@@ -176,14 +176,21 @@ class RunFolder:
         if root in _CREATED and root.is_dir() and all(p.name in BOOKKEEPING for p in root.iterdir()):
             shutil.rmtree(root, ignore_errors=True)
 
+    def refuse_links(self) -> None:
+        """Refuse the folder if it holds a symbolic link anywhere: the project writes and replaces
+        files here, and would follow it (docs/security.md)."""
+        if self.root.is_dir():
+            storage.refuse_links_inside(self.root)
+
     @contextmanager
     def locked(self):
         """Hold the folder for this process: a second process gets one clear error instead of
         mixing its checkpoints and records with ours. The lock (flock on `.lock`) goes with the
         process, so a killed run never blocks its rerun."""
         self.root.mkdir(parents=True, exist_ok=True)
+        self.refuse_links()  # every write below would follow a planted link
         path = self.root / ".lock"
-        handle = open(path, "a+")  # held open for the duration of the block
+        handle = os.fdopen(storage.open_nofollow(path), "r+")  # held open for the duration of the block
         try:
             try:
                 fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)

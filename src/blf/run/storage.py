@@ -18,14 +18,52 @@ from typing import Any
 
 import torch
 
-from blf.errors import CheckpointError
+from blf.errors import CheckpointError, UntrustedFileError
 
 _UMASK = os.umask(0)
 os.umask(_UMASK)
 
 
+def refuse_link(path: Path) -> None:
+    """A file or folder the project writes is never a symbolic link: writing would follow it."""
+    if Path(path).is_symlink():
+        raise UntrustedFileError(f"{path} is a symbolic link (to {os.readlink(path)}), and this project never writes "
+                                 "through one; allowed: a plain file or folder (remove the link)")
+
+
+# W&B's own folder of a run: W&B makes links in it (`latest-run`, `debug.log`) and replaces them
+# itself; the folder is checked, its contents are W&B's.
+FOREIGN = ("wandb",)
+
+
+def links_inside(root: Path) -> list[Path]:
+    """The symbolic links below `root` (not followed); a folder the project made holds none."""
+    found = []
+    for folder, dirs, files in os.walk(root, followlinks=False):
+        found += [Path(folder, name) for name in sorted(dirs + files) if Path(folder, name).is_symlink()]
+        dirs[:] = [d for d in dirs if d not in FOREIGN]
+    return found
+
+
+def refuse_links_inside(root: Path) -> None:
+    """Refuse a run (or sweep) folder that holds a symbolic link anywhere below it."""
+    if found := links_inside(root):
+        refuse_link(found[0])
+
+
+def open_nofollow(path: Path, flags: int = os.O_RDWR | os.O_CREAT):
+    """os.open that refuses a symbolic link in the last component (O_NOFOLLOW), saying so."""
+    try:
+        return os.open(path, flags | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0), 0o666)
+    except OSError as error:
+        if Path(path).is_symlink():
+            refuse_link(path)
+        raise error
+
+
 def _atomic(path: Path, write) -> None:
     path = Path(path)
+    refuse_link(path)  # a rename would replace the link, not follow it; the user should hear of it
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:

@@ -33,8 +33,8 @@ from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from blf import config as C
-from blf import failpoint
-from blf.errors import BLFError
+from blf import failpoint, trust
+from blf.errors import BLFError, UntrustedFileError
 from blf.report import claims, collect, comparison, evaluations, labels, provenance, published, renderers
 from blf.run import identity, storage, tracking
 from blf.run.folder import RunFolder
@@ -117,6 +117,15 @@ class Study:
             print(f"!! a multirun exited with status {code}, {len(unfinished)} of its runs unfinished; its finished runs "
                   "are kept, and rerunning the command resumes the others", file=sys.stderr)
 
+    def check_relaunch(self, run: Path, overrides: list[str]) -> None:
+        """Overrides read back from a run folder name keys of the composed configs, or none is launched."""
+        try:
+            spec.run_config(self.experiment, self.profile, overrides)
+        except (HydraException, OmegaConfBaseException, BLFError) as error:
+            reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+            raise UntrustedFileError(f"{run / '.hydra' / 'overrides.yaml'}: its overrides do not compose ({reason}); "
+                                     "allowed: settings of the project's configs") from None
+
     def check_overrides(self) -> None:
         """Compose one job with the extra overrides, so a bad one fails before anything launches."""
         spec.run_config(self.experiment, self.profile, [o for o in self.extra if not o.startswith("hydra")])
@@ -167,6 +176,7 @@ class Study:
                                 & (chosen["for_attack"].fillna("") == (row["for_attack"] or ""))]["run_dir"].iloc[0]
             own = {o.split("=", 1)[0] for o in self.extra}
             overrides = run_overrides(collect.folder(source), drop=("seed", "trainer.threads", "experiment", "profile", *own))
+            self.check_relaunch(collect.folder(source), overrides)
             if row["model"] != selection_model(overrides):
                 overrides = [o for o in overrides if not o.startswith("model=")] + [f"model={row['model']}"]
             seeds = spec.seeds_of(self.cfg, row["dataset"])
@@ -293,11 +303,17 @@ class Study:
 
 
 def run_overrides(run: Path, drop: tuple[str, ...]) -> list[str]:
-    """The task overrides that produced a run folder, minus the keys in `drop`."""
-    overrides = yaml.safe_load((run / ".hydra" / "overrides.yaml").read_text()) or []
+    """The task overrides that produced a run folder, minus the keys in `drop`. The file is not
+    trusted (trust.check_overrides): only plain settings are relaunched; the caller checks that
+    each key exists by composing them."""
+    source = run / ".hydra" / "overrides.yaml"
+    try:
+        entries = yaml.safe_load(source.read_text())
+    except (OSError, yaml.YAMLError) as error:
+        raise UntrustedFileError(f"{source} cannot be read ({type(error).__name__}); allowed: the file Hydra wrote") from None
+    overrides = trust.check_overrides([] if entries is None else entries, source)
     # Only the run's own settings: where jobs go and how they launch stay the driver's.
-    return [str(o) for o in overrides
-            if o.split("=", 1)[0].lstrip("+~") not in drop and not str(o).lstrip("+~").startswith("hydra")]
+    return [o for o in overrides if o.split("=", 1)[0] not in drop]
 
 
 def selection_model(overrides: list[str]) -> str | None:

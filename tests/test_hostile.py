@@ -1,0 +1,223 @@
+"""A hostile user who controls only the files of a run folder (docs/security.md): nothing they
+write may run code, write through a link, or be relaunched as asked."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+from blf import trained, trust
+from blf.errors import UntrustedFileError
+from blf.run import storage
+from conftest import REPO, bad, run_app, train
+
+PLUGIN = "blfplugin"
+
+
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory) -> Path:
+    run_dir = tmp_path_factory.mktemp("trained") / "run"
+    train(run_dir, "trainer.epochs=1", "analysis=[]", "eval.integrity.enabled=false")
+    return run_dir
+
+
+def copy_run(source: Path, target: Path) -> Path:
+    import shutil
+
+    shutil.copytree(source, target, symlinks=True)
+    return target
+
+
+def plant(run_dir: Path, key: str = "model") -> Path:
+    """A module beside the run that leaves a marker when imported, and the run's checkpoints
+    naming a class of it at `<key>._target_`. Returns the marker's path."""
+    marker = run_dir.parent / f"imported-{run_dir.name}"
+    (run_dir / f"{PLUGIN}.py").write_text(textwrap.dedent(f"""\
+        open({str(marker)!r}, "w").write("imported")
+        import torch
+        class Net(torch.nn.Module):
+            pass
+        """))
+    for name in ("best", "last"):
+        path = run_dir / "checkpoints" / f"{name}.pt"
+        state = storage.load_checkpoint(path)
+        state["config"][key]["_target_"] = f"{PLUGIN}.Net"
+        storage.save_checkpoint(state, path)
+    return marker
+
+
+def python(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(REPO / "src"), "WANDB_MODE": "disabled"}
+    return subprocess.run([sys.executable, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
+
+
+# --- 1. code runs from a file -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("key", ["model", "head"])
+def test_a_class_named_by_a_checkpoint_is_never_imported_by_load_or_export(trained_run, tmp_path, key):
+    run_dir = copy_run(trained_run, tmp_path / "run")
+    marker = plant(run_dir, key)
+    # From inside the folder, where the working directory is on sys.path.
+    loaded = python("-c", "import blf; blf.load('.')", cwd=run_dir)
+    assert loaded.returncode != 0 and "UntrustedFileError" in loaded.stderr
+    assert f"{key}._target_='{PLUGIN}.Net' names code outside this project" in loaded.stderr
+    exported = python("-m", "blf.export", ".", "--format", "state_dict", "--out", str(tmp_path / "out"), cwd=run_dir)
+    line = bad(exported)
+    assert "best.pt" in line and f"{key}._target_='{PLUGIN}.Net'" in line and "--trust-code" in line
+    assert not marker.exists() and not (tmp_path / "out").exists()
+
+
+def test_evaluate_refuses_a_foreign_class_and_the_opt_in_imports_it(trained_run, tmp_path):
+    run_dir = copy_run(trained_run, tmp_path / "run")
+    marker = plant(run_dir)
+    before = (run_dir / "results.jsonl").read_bytes()
+    importable = {"PYTHONPATH": f"{REPO / 'src'}{os.pathsep}{run_dir}"}  # the module could be imported
+    line = bad(run_app("evaluate.py", f"run_dir={run_dir}", "logger=none", cwd=run_dir, env=importable))
+    assert f"model._target_='{PLUGIN}.Net'" in line and "trust_code=true" in line
+    assert not marker.exists() and (run_dir / "results.jsonl").read_bytes() == before
+    # The user's own opt-in, for a folder they trust: the module is imported (its class then fails to build).
+    trusting = run_app("evaluate.py", f"run_dir={run_dir}", "logger=none", "trust_code=true", cwd=run_dir, env=importable)
+    assert marker.exists() and trusting.returncode != 0
+
+
+def test_the_allow_list_resolves_only_project_classes():
+    assert trust.is_project_class("blf.nn.heads.BLF") and trust.is_project_class("torch.optim.SGD")
+    # Reachable through a project module, but not the project's class: refused.
+    assert not trust.is_project_class("blf.data.subprocess.Popen") and not trust.is_project_class("blf.data.subprocess")
+    assert not trust.is_project_class("builtins.open") and not trust.is_project_class(f"{PLUGIN}.Net")
+    with pytest.raises(UntrustedFileError, match=r"model.name='\.\./\.\./etc' is not an option name"):
+        trust.check_config({"model": {"name": "../../etc"}}, "best.pt")
+
+
+# --- 2. relaunch does what a file asks ----------------------------------------------------------
+
+
+@pytest.mark.parametrize("entry, why", [
+    ("+optim.bar={_target_:builtins.open,file:VICTIM,mode:w}", "adds or deletes a key"),
+    ("optim.bar={_target_:builtins.open,file:VICTIM,mode:w}", "holds a mapping"),
+    ("++trainer.epochs=1", "adds or deletes a key"),
+    ("~head", "adds or deletes a key"),
+    ("hydra.run.dir=/tmp/elsewhere", "sets what the command itself decides"),
+    ("model._target_=blfplugin.Net", "sets what the command itself decides"),
+    ("head.gamma=0.5,1.0", "is a sweep"),
+    ("paths.data_dir=${oc.env:HOME}", "holds an interpolation"),
+])
+def test_the_seeds_stage_relaunches_only_plain_settings(tmp_path, entry, why):
+    from blf.study import driver
+
+    victim = tmp_path / "victim.txt"
+    victim.write_text("precious")
+    run = tmp_path / "multirun" / "grid-run"
+    (run / ".hydra").mkdir(parents=True)
+    (run / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump(["head=blf", entry.replace("VICTIM", str(victim))]))
+    with pytest.raises(UntrustedFileError, match=rf"overrides.yaml: entry .* {why}; allowed: key=value"):
+        driver.run_overrides(run, drop=())
+    assert victim.read_text() == "precious"
+
+
+def test_a_key_the_configs_do_not_have_is_not_relaunched(tmp_path, capsys, monkeypatch):
+    from blf.study import driver
+
+    run = tmp_path / "multirun" / "grid-run"
+    (run / ".hydra").mkdir(parents=True)
+    (run / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump(["head=blf", "optim.bar=1"]))
+    study = driver.Study("fig3", "smoke", sweep=tmp_path / "multirun", out=tmp_path / "results", dry_run=True)
+    monkeypatch.setattr(driver.collect, "folder", lambda run_dir: Path(run_dir))
+    chosen = pd.DataFrame([{"dataset": "mnist", "model": "2c2f", "setting": "ST", "method": "BLF", "hp_value": 1.0,
+                            "seed": 0, "run_dir": str(run), "for_attack": None}])
+    with pytest.raises(UntrustedFileError, match=r"overrides.yaml: its overrides do not compose .*optim.bar"):
+        study.seeds(chosen)
+    assert "$ " not in capsys.readouterr().out  # nothing launched
+
+
+def test_a_config_that_is_not_a_mapping_is_one_clear_error(trained_run, tmp_path):
+    run_dir = copy_run(trained_run, tmp_path / "run")
+    path = run_dir / "checkpoints" / "best.pt"
+    state = storage.load_checkpoint(path)
+    state["config"] = ["not", "a", "config"]
+    storage.save_checkpoint(state, path)
+    with pytest.raises(Exception, match="the checkpoint's config is not a mapping"):
+        trained.load(run_dir)
+
+
+# --- 3. writes follow links ---------------------------------------------------------------------
+
+# Every file and folder the project writes into a run folder.
+WRITTEN = [".lock", "train.log", "evaluate.log", ".hydra/config.yaml", ".hydra/overrides.yaml", ".hydra/hydra.yaml",
+           "results.jsonl", "metrics.jsonl", "finished.json", "checkpoints/last.pt", "checkpoints/best.pt",
+           "per_example/{first}", "checkpoints", "per_example", ".hydra", "analysis", "wandb", "wandb_id.json"]
+
+
+def link(run_dir: Path, name: str, tmp_path: Path) -> tuple[Path, Path]:
+    """`name` in the run folder replaced by a link to a victim (a file, or a folder with a file)."""
+    first = sorted((run_dir / "per_example").iterdir())[0].name
+    path = run_dir / name.format(first=first)
+    path.parent.mkdir(parents=True, exist_ok=True)  # .hydra/: a run trained in process has none
+    victim = tmp_path / "victim"
+    if path.is_dir() or name in ("analysis", "wandb"):
+        import shutil
+
+        shutil.rmtree(path, ignore_errors=True)
+        victim.mkdir()
+        (victim / "precious.txt").write_text("precious")
+    else:
+        path.unlink(missing_ok=True)
+        victim.write_text("precious")
+    path.symlink_to(victim)
+    return path, victim
+
+
+def untouched(victim: Path) -> bool:
+    if victim.is_dir():
+        return [p.name for p in victim.iterdir()] == ["precious.txt"] and (victim / "precious.txt").read_text() == "precious"
+    return victim.read_text() == "precious"
+
+
+@pytest.mark.parametrize("name", WRITTEN)
+def test_no_write_goes_through_a_link_in_a_run_folder(trained_run, tmp_path, name):
+    from conftest import evaluate
+
+    run_dir = copy_run(trained_run, tmp_path / "run")
+    path, victim = link(run_dir, name, tmp_path)
+    with pytest.raises(UntrustedFileError, match=rf"{path.name} is a symbolic link .* never writes through one"):
+        evaluate(run_dir, "attack=[pgd]", "attack.pgd.nb_iter=2", "analysis=[loss_surface]")
+    with pytest.raises(UntrustedFileError, match=rf"{path.name} is a symbolic link"):
+        train(run_dir, "trainer.epochs=2", "analysis=[]", "eval.integrity.enabled=false")
+    assert untouched(victim)
+
+
+@pytest.mark.parametrize("script, name", [("train.py", "train.log"), ("train.py", ".hydra/config.yaml"),
+                                          ("evaluate.py", "evaluate.log")])
+def test_the_apps_refuse_a_linked_folder_before_hydra_writes_into_it(trained_run, tmp_path, script, name):
+    """Hydra opens the log and writes `.hydra/` before any of the apps' code runs."""
+    run_dir = copy_run(trained_run, tmp_path / "run")
+    path, victim = link(run_dir, name, tmp_path)
+    where = f"hydra.run.dir={run_dir}" if script == "train.py" else f"run_dir={run_dir}"
+    line = bad(run_app(script, where, "logger=none", "dataset.synthetic=true", "dataset.synthetic_train=256",
+                       "dataset.synthetic_test=64", "trainer.epochs=1", "eval.n=32", "attack.pgd.nb_iter=3")
+               if script == "train.py" else run_app(script, where, "logger=none"))
+    assert f"{path} is a symbolic link" in line and untouched(victim)
+
+
+def test_a_log_file_and_a_lock_never_open_through_a_link(tmp_path):
+    import logging
+
+    from blf.console import NoFollowFileHandler
+
+    victim = tmp_path / "victim"
+    victim.write_text("precious")
+    (tmp_path / "train.log").symlink_to(victim)
+    with pytest.raises(UntrustedFileError, match="train.log is a symbolic link"):
+        NoFollowFileHandler(str(tmp_path / "train.log")).emit(logging.makeLogRecord({"msg": "x"}))
+    (tmp_path / ".lock").symlink_to(victim)
+    with pytest.raises(UntrustedFileError, match=r"\.lock is a symbolic link"):
+        storage.open_nofollow(tmp_path / ".lock")
+    assert victim.read_text() == "precious"
