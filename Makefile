@@ -13,6 +13,7 @@ export WANDB_MODE ?= offline
 PROFILE ?= paper
 LAUNCHER ?= basic
 JOBS ?= 2
+TEST_JOBS ?= 2        # pytest-xdist workers of make test (one per core of a 2-core machine)
 OVERRIDES ?=
 study = $(PY) -m blf.study $(1) --profile $(PROFILE) --launcher $(LAUNCHER) --jobs $(JOBS) $(OVERRIDES)
 
@@ -37,8 +38,8 @@ $(STAMP): requirements.txt pyproject.toml
 demo: install ## MNIST: train 2C2F baseline and 2C2F+BLF, PGD over the eps grid, table + plot in results/demo/
 	$(PY) -m blf.study demo --sweep-dir multirun/demo --out-dir results/demo $(OVERRIDES)
 
-test: install ## Fast test suite (a few minutes on 2 CPU cores)
-	$(PY) -m pytest -m "not slow and not slurm"
+test: install ## Fast test suite (a few minutes on 2 CPU cores; TEST_JOBS parallel workers)
+	$(PY) -m pytest -n $(TEST_JOBS) -m "not slow and not slurm"
 
 test-all: install ## All tests, including those marked slow (not the SLURM ones: make test-slurm)
 	$(PY) -m pytest -m "not slurm"

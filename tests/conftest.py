@@ -14,6 +14,12 @@ from hydra import compose, initialize_config_dir
 from blf import app
 
 REPO = Path(__file__).resolve().parents[1]
+
+# Under pytest-xdist (make test: one worker per core) each worker computes on one thread, and so
+# do the apps its tests start: more threads than cores would slow every worker down many times.
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    os.environ["OMP_NUM_THREADS"] = "1"
+    torch.set_num_threads(1)
 CONF = REPO / "conf"
 
 # Tiny, fast settings for app runs: synthetic MNIST-shaped data, 2 epochs, short PGD.

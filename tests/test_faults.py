@@ -165,7 +165,8 @@ def test_a_full_disk_gives_one_line_and_keeps_the_last_good_state(tmp_path):
     command = " ".join([sys.executable, str(REPO / "src/train.py"), *TINY, "trainer.epochs=2", f"hydra.run.dir={run_dir}"])
     result = subprocess.run(["bash", "-c", f"ulimit -f 64; {command}"], cwd=REPO, capture_output=True, text=True,
                             env={**os.environ, "WANDB_MODE": "disabled", "PYTHONPATH": str(REPO / "src")}, timeout=300)
-    assert "cannot write" in bad(result) and "File too large" in bad(result)
+    line = bad(result)
+    assert "cannot write" in line and "File too large" in line and "last.pt" in line  # the file is named
     assert (run_dir / "checkpoints" / "last.pt").read_bytes() == before
     assert not list(run_dir.rglob(".*.tmp"))  # no half-written file left
     assert run_app("train.py", *TINY, "trainer.epochs=2", f"hydra.run.dir={run_dir}").returncode == 0  # and it resumes

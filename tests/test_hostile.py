@@ -144,7 +144,7 @@ def test_a_config_that_is_not_a_mapping_is_one_clear_error(trained_run, tmp_path
     state = storage.load_checkpoint(path)
     state["config"] = ["not", "a", "config"]
     storage.save_checkpoint(state, path)
-    with pytest.raises(Exception, match="the checkpoint's config is not a mapping"):
+    with pytest.raises(Exception, match="best.pt: its config is not a mapping"):
         trained.load(run_dir)
 
 
@@ -221,3 +221,118 @@ def test_a_log_file_and_a_lock_never_open_through_a_link(tmp_path):
     with pytest.raises(UntrustedFileError, match=r"\.lock is a symbolic link"):
         storage.open_nofollow(tmp_path / ".lock")
     assert victim.read_text() == "precious"
+
+
+# --- 4. numbers are trusted -------------------------------------------------------------------
+
+
+def tamper(path: Path, change) -> None:
+    state = storage.load_checkpoint(path)
+    change(state)
+    torch_save = __import__("torch").save
+    torch_save(state, path)  # as a hostile writer would: no check on the way in
+
+
+@pytest.mark.parametrize("which, change, says", [
+    ("last", lambda s: s.update(epoch=-3), "epoch=-3 is not a whole number >= 1"),
+    ("last", lambda s: s.update(best_epoch=7), "best_epoch=7 is not within 1..1"),
+    ("last", lambda s: s["history"].append(dict(s["history"][0])), "its history is not one row per epoch"),
+    ("last", lambda s: s["history"][0].update(train_loss=float("nan")), "history row 1 holds non-finite train_loss"),
+    ("best", lambda s: next(iter(s["model"].values())).fill_(float("nan")), r"weight \S+ holds NaN or infinite values"),
+    ("best", lambda s: s.update(test_acc=float("inf")), "test_acc=inf is not a percentage"),
+    ("best", lambda s: s.update(model=["weights"]), "its weights are not a mapping of names to tensors"),
+])
+def test_checkpoint_fields_are_checked_before_use(trained_run, tmp_path, which, change, says):
+    from blf.errors import CheckpointError
+    from conftest import evaluate
+
+    run_dir = copy_run(trained_run, tmp_path / "run")
+    tamper(run_dir / "checkpoints" / f"{which}.pt", change)
+    records = (run_dir / "results.jsonl").read_bytes()
+    with pytest.raises(CheckpointError, match=rf"{which}.pt: {says}"):
+        if which == "last":
+            train(run_dir, "trainer.epochs=2", "analysis=[]", "eval.integrity.enabled=false")
+        else:
+            evaluate(run_dir, "attack=[pgd]", "attack.pgd.nb_iter=2")
+    assert (run_dir / "results.jsonl").read_bytes() == records
+    assert storage.read_jsonl(run_dir / "metrics.jsonl") == storage.read_jsonl(trained_run / "metrics.jsonl")
+
+
+# --- 5. poor answers to faults ------------------------------------------------------------------
+
+
+def test_a_broken_record_file_is_reported_before_any_attack_runs(trained_run, tmp_path, monkeypatch):
+    from blf.errors import RecordError
+    from blf.eval import robustness
+    from conftest import evaluate
+
+    run_dir = copy_run(trained_run, tmp_path / "run")
+    with open(run_dir / "results.jsonl", "a") as handle:
+        handle.write('{"kind": "robustness", "att')  # a truncated last line
+    monkeypatch.setattr(robustness, "evaluate", lambda *a, **k: pytest.fail("an attack ran"))
+    with pytest.raises(RecordError, match=r"results.jsonl line \d+ is not valid JSON .* delete it"):
+        evaluate(run_dir, "attack=[pgd]")
+    with pytest.raises(RecordError, match=r"results.jsonl line \d+ is not valid JSON"):
+        train(run_dir, "trainer.epochs=2")
+    assert len(storage.read_jsonl(run_dir / "metrics.jsonl")) == 1  # training did not start either
+
+
+def test_a_second_driver_on_a_sweep_says_which_process_holds_it(tmp_path, capsys):
+    from blf.study import driver
+
+    first = driver.Study("demo", "smoke", sweep=tmp_path / "sweep", out=tmp_path / "out")
+    with first.held():
+        code = driver.main(["demo", "--profile", "smoke", "--sweep-dir", str(tmp_path / "sweep"),
+                            "--out-dir", str(tmp_path / "out2")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1
+    assert err[0] == (f"error: {tmp_path / 'sweep'} is in use by another study driver (process {os.getpid()}: "
+                      "python -m blf.study demo --profile smoke); allowed: wait for it to end, or another --sweep-dir")
+    assert not (tmp_path / "out2").exists()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("signum", ["SIGTERM", "SIGINT"])
+def test_a_signal_to_the_driver_stops_its_jobs_and_says_so_in_one_line(tmp_path, signum):
+    import signal
+    import time
+
+    sweep = tmp_path / "sweep"
+    env = {**os.environ, "PYTHONPATH": str(REPO / "src"), "WANDB_MODE": "disabled"}
+    driver = subprocess.Popen(
+        [sys.executable, "-m", "blf.study", "demo", "--profile", "smoke", "--sweep-dir", str(sweep), "--out-dir",
+         str(tmp_path / "out"), "dataset.synthetic=true", "trainer.epochs=1000", "logger=none"],
+        cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while not any(sweep.rglob("train.log")) or "epoch 1/" not in "".join(p.read_text() for p in sweep.rglob("train.log")):
+        assert time.monotonic() < deadline and driver.poll() is None, driver.communicate()
+        time.sleep(0.5)
+    driver.send_signal(getattr(signal, signum))
+    out, err = driver.communicate(timeout=90)
+    assert driver.returncode == 128 + getattr(signal, signum)
+    # The driver's line; a job the signal reached in its training says its own (SIGINT).
+    lines = [line for line in err.splitlines() if line.startswith("error: ")]
+    assert lines[-1] == (f"error: stopped by {signum}; its jobs were stopped with it. Finished runs are kept, and "
+                         "rerunning the command resumes the others")
+    assert set(lines[:-1]) <= {"error: interrupted; the last checkpoint and every record written are kept (each write "
+                               "is atomic), and rerunning the command resumes"}
+    assert "Traceback" not in err
+    still = subprocess.run(["pgrep", "-f", str(sweep)], capture_output=True, text=True).stdout.split()
+    assert still == [], "jobs kept running after the driver stopped"
+
+
+def test_a_diverging_gamma_is_named_in_the_error(tmp_path):
+    from blf.errors import NonFiniteLossError
+
+    with pytest.raises(NonFiniteLossError, match=r"Lower optim.lr, head.gamma \(now 1e\+30\) or the regularizer"):
+        train(tmp_path / "run", "head=blf", "head.gamma=1e30", "trainer.epochs=1")
+
+
+def test_evaluate_takes_a_thread_count_of_its_own(trained_run, tmp_path):
+    from conftest import evaluate
+
+    run_dir = copy_run(trained_run, tmp_path / "run")
+    outcome = evaluate(run_dir, "attack=[pgd]", "attack.pgd.nb_iter=2", "trainer.threads=1", "eval.integrity.enabled=false")
+    assert {r["threads"] for r in outcome.added} == {1}
+    saved = storage.load_checkpoint(run_dir / "checkpoints" / "best.pt")["config"]["trainer"]
+    assert saved == storage.load_checkpoint(trained_run / "checkpoints" / "best.pt")["config"]["trainer"]

@@ -82,7 +82,9 @@ def test_launchers_share_the_cores():
 
 def small_study(tmp_path, launcher="basic"):
     """fig3's driver on two tiny grid entries and two seeds, in tmp_path."""
-    s = driver.Study("fig3", "smoke", launcher=launcher, jobs=2, overrides=[*TINY, "trainer.epochs=1", "dataset.n_train=null"],
+    # The integrity checks have tests of their own (test_integrity.py); here they would only add minutes.
+    s = driver.Study("fig3", "smoke", launcher=launcher, jobs=2,
+                     overrides=[*TINY, "trainer.epochs=1", "dataset.n_train=null", "eval.integrity.enabled=false"],
                     sweep=tmp_path / "multirun", out=tmp_path / "results")
     with open_dict(s.cfg):
         s.cfg.study.grid = {"baseline": {"model": "2c2f", "training": "standard"},

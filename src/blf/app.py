@@ -113,6 +113,7 @@ def train(cfg: DictConfig, run_dir: Path | None = None) -> Outcome:
     # First, so that a job's launcher log names its run folder even if the job fails (study/progress.py).
     log.info("run folder: %s", workspace.root)
     workspace.refuse_links()
+    workspace.check_records()
     configure_cpu(cfg.trainer.threads)
     run = assembly.for_training(cfg)  # every value checked before the folder is touched
     with workspace.locked():
@@ -137,6 +138,7 @@ def evaluate(cfg: DictConfig, run_dir: Path | None = None) -> Outcome:
     `${dataset.threat.eval_eps}` resolve against the run's dataset."""
     workspace = RunFolder(run_dir or hydra_run_dir())
     workspace.refuse_links()
+    workspace.check_records()
     saved = workspace.load(C.choice("eval.checkpoint", cfg.eval.checkpoint, assessment.CHECKPOINTS))
     if workspace.has("last") and cfg.eval.checkpoint != "last":
         # A checkpoint copied in from another run would be evaluated and recorded as this one.
@@ -148,7 +150,10 @@ def evaluate(cfg: DictConfig, run_dir: Path | None = None) -> Outcome:
     run_cfg = trained.run_config(saved, workspace.checkpoint_path(cfg.eval.checkpoint),
                                  C.boolean("trust_code", cfg.get("trust_code", False)))
     for key in cfg:
-        if key not in ("run_dir", "trust_code"):
+        if key == "trainer":  # how many threads, not how the run was trained
+            if cfg.trainer.get("threads") is not None:
+                run_cfg.trainer.threads = cfg.trainer.threads
+        elif key not in ("run_dir", "trust_code"):
             run_cfg[key] = cfg[key]
     for key in ("attack", "analysis"):  # `attack=[]` or `analysis=[]` on this command removes the key
         if key not in cfg:
@@ -206,3 +211,7 @@ def user_errors(workspace: RunFolder | None = None):
         if in_multirun():
             raise
         sys.exit(2)
+    except KeyboardInterrupt:  # SIGINT (Ctrl-C, or the study driver passing one on)
+        _report("error: interrupted; the last checkpoint and every record written are kept (each write is atomic), "
+                "and rerunning the command resumes")
+        sys.exit(130)

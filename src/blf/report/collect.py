@@ -22,7 +22,7 @@ import yaml
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from blf.errors import BLFError
+from blf.errors import BLFError, RecordError
 from blf.report import figures, provenance, tables
 from blf.run import records, storage
 
@@ -59,6 +59,8 @@ def job_status(run: Path) -> dict:
     """What a run folder holds: its overrides, the epochs done, and whether it is complete."""
     overrides_file = run / ".hydra" / "overrides.yaml"
     overrides = yaml.safe_load(overrides_file.read_text()) if overrides_file.is_file() else []
+    if not (overrides is None or (isinstance(overrides, list) and all(isinstance(o, str) for o in overrides))):
+        raise RecordError(f"{overrides_file} is not a list of overrides; allowed: the list Hydra wrote")
     metrics = storage.read_jsonl(run / "metrics.jsonl")
     results = storage.read_jsonl(run / "results.jsonl")
     target = epochs_asked(run)
@@ -71,20 +73,34 @@ def job_status(run: Path) -> dict:
             "epochs": target if isinstance(target, int) else None, "status": status}
 
 
-def collect(sweep: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """(every record below `sweep`, one status line per run folder). A record of a schema this
-    code cannot read stops the collection with an error naming its file (records.check_schema)."""
+# What reading a run folder someone else wrote may raise: the file is not trusted.
+UNREADABLE = (BLFError, OSError, ValueError, TypeError, yaml.YAMLError, OmegaConfBaseException)
+
+
+def collect(sweep: Path, strict: bool = False) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(every record below `sweep`, one status line per run folder). A run folder that cannot be
+    read (a record of a schema this code cannot read, a broken line, broken YAML) is left out and
+    its status line says why, naming the file; with `strict` its error stops the collection."""
     sweep = Path(sweep)
     if not sweep.is_dir():
         raise BLFError(f"sweep folder {sweep} does not exist; allowed: a folder holding run folders (multirun/<experiment>/<profile>)")
     rows, jobs = [], []
     for run in run_folders(sweep):
-        jobs.append(job_status(run))
-        results = run / "results.jsonl"
-        for row in storage.read_jsonl(results):
-            records.check_schema(row, str(results))
-            # A record says which folder it belongs to by where it is, not by what it says.
-            rows.append({**row, "run_dir": shown(run)})
+        try:
+            status = job_status(run)
+            results = run / "results.jsonl"
+            found = storage.read_jsonl(results)
+            for row in found:
+                records.check_schema(row, str(results))
+        except UNREADABLE as error:
+            if strict:
+                raise
+            jobs.append({"run_dir": shown(run), "overrides": "", "epochs_done": None, "epochs": None,
+                         "status": "unreadable", "reason": str(error).splitlines()[0] if str(error) else type(error).__name__})
+            continue
+        jobs.append(status)
+        # A record says which folder it belongs to by where it is, not by what it says.
+        rows += [{**row, "run_dir": shown(run)} for row in found]
     return pd.DataFrame(rows), pd.DataFrame(jobs)
 
 
@@ -94,7 +110,10 @@ def report_jobs(jobs: pd.DataFrame) -> str:
     counts = jobs["status"].value_counts().to_dict()
     lines = [f"{len(jobs)} runs: " + ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))]
     for _, job in jobs[jobs["status"] != "complete"].iterrows():
-        lines.append(f"  warning: {job['status']}: {job['run_dir']} ({job['epochs_done']} of {job['epochs']} epochs)")
+        if job["status"] == "unreadable":
+            lines.append(f"  warning: unreadable, left out: {job['run_dir']} ({job['reason']})")
+        else:
+            lines.append(f"  warning: {job['status']}: {job['run_dir']} ({job['epochs_done']} of {job['epochs']} epochs)")
     return "\n".join(lines)
 
 
@@ -144,11 +163,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("sweep", type=Path)
     parser.add_argument("out", type=Path)
     parser.add_argument("--title", default="")
+    parser.add_argument("--strict", action="store_true", help="stop at a run folder that cannot be read (default: "
+                        "leave it out, say why, and go on)")
     args = parser.parse_args(argv)
     try:
-        df, jobs = collect(args.sweep)
-    except BLFError as error:
-        print(f"error: {error}", file=sys.stderr)
+        df, jobs = collect(args.sweep, strict=args.strict)
+    except UNREADABLE as error:
+        print(f"error: {str(error).splitlines()[0] if str(error) else type(error).__name__}", file=sys.stderr)
         return 2
     print(report_jobs(jobs), file=sys.stderr)
     if df.empty:

@@ -176,6 +176,12 @@ class RunFolder:
         if root in _CREATED and root.is_dir() and all(p.name in BOOKKEEPING for p in root.iterdir()):
             shutil.rmtree(root, ignore_errors=True)
 
+    def check_records(self) -> None:
+        """Read the records now: a broken `results.jsonl` is reported before hours of training or
+        attacks, not after them."""
+        for row in self.results():
+            records.check_schema(row, str(self.results_path))
+
     def refuse_links(self) -> None:
         """Refuse the folder if it holds a symbolic link anywhere: the project writes and replaces
         files here, and would follow it (docs/security.md)."""

@@ -18,7 +18,7 @@ from typing import Any
 
 import torch
 
-from blf.errors import CheckpointError, UntrustedFileError
+from blf.errors import CheckpointError, RecordError, UntrustedFileError
 
 _UMASK = os.umask(0)
 os.umask(_UMASK)
@@ -73,6 +73,11 @@ def _atomic(path: Path, write) -> None:
             os.fsync(handle.fileno())
         os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp creates 0600; give the file normal permissions
         os.replace(tmp, path)
+    except OSError as error:
+        Path(tmp).unlink(missing_ok=True)
+        if error.filename is None:  # a write through a descriptor names no file: name the one meant
+            raise OSError(error.errno, error.strerror, str(path)) from None
+        raise
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
@@ -109,7 +114,51 @@ def load_checkpoint(path: Path) -> dict:
         ) from None
     if not isinstance(state, dict) or "model" not in state or "config" not in state:
         raise CheckpointError(f"checkpoint {path} lacks the model or config entries; it was not written by src/train.py")
+    check_fields(state, path)
     return state
+
+
+def _whole(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _finite(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def check_fields(state: dict, path: Path) -> None:
+    """A checkpoint's fields as src/train.py writes them, before any is used: weights a mapping
+    of finite tensors, a config mapping, epochs whole numbers in range, accuracies finite
+    percentages, one history row per epoch with finite numbers. A file is not trusted."""
+    def fail(what: str):
+        raise CheckpointError(f"checkpoint {path}: {what}; allowed: a checkpoint written by src/train.py "
+                              "(delete it to start that run afresh)")
+
+    model = state["model"]
+    if not isinstance(model, dict) or not all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in model.items()):
+        fail("its weights are not a mapping of names to tensors")
+    for name, tensor in model.items():
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            fail(f"weight {name} holds NaN or infinite values")
+    if not isinstance(state["config"], dict):
+        fail("its config is not a mapping")
+    epoch = state.get("epoch", 1)
+    if not (_whole(epoch) and epoch >= 1):
+        fail(f"epoch={epoch!r} is not a whole number >= 1")
+    if "best_epoch" in state and not (_whole(state["best_epoch"]) and 1 <= state["best_epoch"] <= epoch):
+        fail(f"best_epoch={state['best_epoch']!r} is not within 1..{epoch} (its epoch)")
+    for key in ("test_acc", "validation_acc", "best_accuracy"):
+        if key in state and not (_finite(state[key]) and 0 <= state[key] <= 100):
+            fail(f"{key}={state[key]!r} is not a percentage")
+    if "history" in state:
+        history = state["history"]
+        if not (isinstance(history, list) and len(history) == epoch and all(isinstance(r, dict) for r in history)):
+            fail(f"its history is not one row per epoch ({epoch})")
+        for i, row in enumerate(history, 1):
+            if row.get("epoch") != i:
+                fail(f"history row {i} says epoch {row.get('epoch')!r}")
+            if bad := [k for k, v in row.items() if isinstance(v, (int, float)) and not isinstance(v, bool) and not math.isfinite(v)]:
+                fail(f"history row {i} holds non-finite {', '.join(bad)}")
 
 
 def load_tensors(path: Path) -> dict:
@@ -152,7 +201,12 @@ def read_jsonl(path: Path) -> list[dict]:
         if not line.strip():
             continue
         try:
-            rows.append(json.loads(line))
+            row = json.loads(line)
         except json.JSONDecodeError as error:
-            raise CheckpointError(f"{path} line {number} is not valid JSON ({error.msg})") from None
+            raise RecordError(f"{path} line {number} is not valid JSON ({error.msg}); allowed: one JSON object "
+                              "per line, as this project writes them (a truncated last line: delete it)") from None
+        if not isinstance(row, dict):
+            raise RecordError(f"{path} line {number} is a JSON {type(row).__name__}, not an object; allowed: one "
+                              "JSON object per line, as this project writes them")
+        rows.append(row)
     return rows

@@ -20,10 +20,13 @@ each hyper-parameter grid and the first seeds (`limits` in conf/driver.yaml).
 from __future__ import annotations
 
 import argparse
+import fcntl
 import os
 import shlex
+import signal
 import subprocess
 import sys
+from contextlib import contextmanager
 from pathlib import Path
 
 import pandas as pd
@@ -34,7 +37,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from blf import config as C
 from blf import failpoint, trust
-from blf.errors import BLFError, UntrustedFileError
+from blf.errors import BLFError, BusyError, UntrustedFileError
 from blf.report import claims, collect, comparison, evaluations, labels, provenance, published, renderers
 from blf.run import identity, storage, tracking
 from blf.run.folder import RunFolder
@@ -103,13 +106,20 @@ class Study:
         print("$ " + " ".join(shlex.quote(c) for c in command[1:]), flush=True)
         if self.dry_run:
             return
-        process = subprocess.Popen(command, cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO / "src")})
-        while True:  # the jobs run elsewhere (a cluster, workers): their folders say how far they are
-            try:
-                code = process.wait(timeout=min(self.progress_every, 10.0))
-                break
-            except subprocess.TimeoutExpired:
-                self.progress.show()
+        # Its own process group: a signal to the driver reaches the multirun and every job it
+        # started (joblib's workers too) through `stop_jobs`, and nothing keeps writing after it.
+        process = subprocess.Popen(command, cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO / "src")},
+                                   start_new_session=True)
+        try:
+            while True:  # the jobs run elsewhere (a cluster, workers): their folders say how far they are
+                try:
+                    code = process.wait(timeout=min(self.progress_every, 10.0))
+                    break
+                except subprocess.TimeoutExpired:
+                    self.progress.show()
+        except Stopped as stop:
+            stop_jobs(process, stop.signum)
+            raise
         self.progress.show(force=True)
         unfinished = self.progress.report_failures(self.folders(overrides))
         if code != 0 or unfinished:
@@ -259,7 +269,37 @@ class Study:
         picked = self.out / "selection.csv"
         return pd.read_csv(records), pd.read_csv(picked) if picked.is_file() else pd.DataFrame()
 
+    @contextmanager
+    def held(self):
+        """The sweep for this driver alone: a second driver on it says which process holds it
+        (the runs' own locks would each refuse it, one traceback per job)."""
+        if self.dry_run:
+            yield
+            return
+        self.sweep.mkdir(parents=True, exist_ok=True)
+        path = self.sweep / ".driver.lock"
+        handle = os.fdopen(storage.open_nofollow(path), "r+")
+        try:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                handle.seek(0)
+                holder = handle.read().strip() or "another process"
+                raise BusyError(f"{self.sweep} is in use by another study driver ({holder}); allowed: wait for it to "
+                                "end, or another --sweep-dir") from None
+            handle.seek(0)
+            handle.truncate()
+            handle.write(f"process {os.getpid()}: python -m blf.study {self.experiment} --profile {self.profile}\n")
+            handle.flush()
+            yield
+        finally:
+            handle.close()
+
     def run(self, stage: str) -> int:
+        with self.held():
+            return self.run_stages(stage)
+
+    def run_stages(self, stage: str) -> int:
         if stage in ("all", "grid"):
             self.grid()
         df, jobs = self.records()
@@ -302,6 +342,31 @@ class Study:
         return 1 if self.failures else 0
 
 
+class Stopped(Exception):
+    """SIGTERM or SIGINT reached the driver (main installs the handler)."""
+
+    def __init__(self, signum: int):
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+def _stopped(signum, frame):
+    raise Stopped(signum)
+
+
+def stop_jobs(process: subprocess.Popen, signum: int, grace: float = 60.0) -> None:
+    """Pass `signum` to a multirun's process group and wait for it; what is still running after
+    `grace` seconds is killed. Its finished runs are kept; a rerun resumes the others."""
+    try:
+        os.killpg(process.pid, signum)
+        process.wait(timeout=grace)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+    except ProcessLookupError:
+        pass
+
+
 def run_overrides(run: Path, drop: tuple[str, ...]) -> list[str]:
     """The task overrides that produced a run folder, minus the keys in `drop`. The file is not
     trusted (trust.check_overrides): only plain settings are relaunched; the caller checks that
@@ -334,11 +399,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out-dir", type=Path, help="where records, figures and tables go (default results/<experiment>/<profile>)")
     parser.add_argument("overrides", nargs="*", help="Hydra overrides added to every job, e.g. trainer.threads=1")
     args = parser.parse_intermixed_args(argv)  # overrides may follow the options
+    handlers = {signum: signal.signal(signum, _stopped) for signum in (signal.SIGTERM, signal.SIGINT)}
     try:
         study = Study(args.name, args.profile, args.launcher, args.jobs, args.dry_run, args.overrides,
                       args.sweep_dir, args.out_dir, args.progress_every)
         study.check_overrides()
         return study.run(args.stage)
+    except Stopped as stop:
+        print(f"error: stopped by {stop}; its jobs were stopped with it. Finished runs are kept, and rerunning "
+              "the command resumes the others", file=sys.stderr)
+        return 128 + stop.signum
     except BLFError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
@@ -346,6 +416,9 @@ def main(argv: list[str] | None = None) -> int:
         first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         print(f"error: {first}; allowed: overrides of conf/train.yaml's keys (key=value, group=option)", file=sys.stderr)
         return 2
+    finally:
+        for signum, handler in handlers.items():
+            signal.signal(signum, handler)
 
 
 def positive(text: str) -> int:

@@ -112,6 +112,13 @@ def train_epoch(
     return loss_sum.item() / len(split), 100.0 * correct.item() / len(split)
 
 
+def scale_hint(classifier) -> str:
+    """The head's scale, where it has one: a large gamma makes logits and gradients overflow as
+    surely as a large learning rate does."""
+    gamma = classifier.head.scale() if hasattr(classifier.head, "scale") else None
+    return f", head.gamma (now {gamma:g})" if isinstance(gamma, float) and gamma > 1 else ""
+
+
 def fit(workspace: RunFolder, run: Assembly, tracker: Tracker) -> Progress:
     """Train `run` for its settings' epochs, resuming if the workspace has a checkpoint.
 
@@ -173,7 +180,7 @@ def fit(workspace: RunFolder, run: Assembly, tracker: Tracker) -> Progress:
             raise NonFiniteLossError(
                 f"{what} in epoch {epoch}; the run stopped and "
                 f"{workspace.checkpoint_path('last')} still holds epoch {state.epoch}. "
-                "Lower optim.lr or the regularizer strength, or change the seed."
+                f"Lower optim.lr{scale_hint(classifier)} or the regularizer strength, or change the seed."
             )
         scheduler.step()
         with precision.autocast(settings.device, settings.amp):
