@@ -22,7 +22,7 @@ from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from blf import assembly, trained
+from blf import assembly, settings, trained
 from blf import config as C
 from blf.errors import BLFError, CheckpointError, NonFiniteLossError
 from blf.eval import assessment
@@ -139,7 +139,7 @@ def evaluate(cfg: DictConfig, run_dir: Path | None = None) -> Outcome:
     workspace = RunFolder(run_dir or hydra_run_dir())
     workspace.refuse_links()
     workspace.check_records()
-    saved = workspace.load(C.choice("eval.checkpoint", cfg.eval.checkpoint, assessment.CHECKPOINTS))
+    saved = workspace.load(C.choice("eval.checkpoint", cfg.eval.checkpoint, settings.CHECKPOINTS))
     if workspace.has("last") and cfg.eval.checkpoint != "last":
         # A checkpoint copied in from another run would be evaluated and recorded as this one.
         if differing := identity.differences(workspace.load("last")["config"], saved["config"]):

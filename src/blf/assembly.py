@@ -21,14 +21,13 @@ from blf import data
 from blf.data import Dataset
 from blf.errors import ConfigError
 from blf.eval import attacks
-from blf.eval.assessment import EvalSettings
 from blf.eval.attacks import Attack
 from blf.nn import heads, models, precision, regularizers
 from blf.nn.models import Classifier
 from blf.nn.regularizers import Regularizer
 from blf.run import records
+from blf.settings import EvalSettings, TrainSettings
 from blf.train import objectives
-from blf.train.loop import TrainSettings
 
 
 @dataclass(frozen=True)

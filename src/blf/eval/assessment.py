@@ -9,11 +9,9 @@ it runs under the run's precision policy (`trainer.amp`).
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import torch
-from omegaconf import DictConfig
 
 from blf import config as C
 from blf.eval import budget_sweep, integrity, loss_surface, operator_norm, robustness
@@ -29,62 +27,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-ANALYSES = ("operator_norm", "loss_surface", "budget_sweep")
-CHECKPOINTS = ("best", "last")
-SELECTION_SPLITS = ("test", "validation")
-
-
-@dataclass(frozen=True)
-class EvalSettings:
-    """How a checkpoint is evaluated (the `eval` and `analysis` keys, the run's precision
-    policy and `progress`); checked when the run is assembled, before any training."""
-
-    checkpoint: str
-    selection_split: str
-    validation_n: int | None  # training examples held out (selection_split=validation), else None
-    selection_eps: tuple[float, ...]  # budgets a selection scores attacks at: the tables' and the training's
-    adaptive: bool
-    n: int | None
-    seed: int
-    batch_size: int
-    analyses: tuple[str, ...]
-    integrity: DictConfig
-    loss_surface: DictConfig
-    sweep: dict | None  # analysis.budget_sweep, checked
-    amp: str
-    progress: bool
-
-    @classmethod
-    def from_config(cls, cfg: DictConfig) -> EvalSettings:
-        spec = cfg.eval
-        # `analysis=[]` removes the key altogether.
-        analyses = tuple(C.choice("analysis", name, ANALYSES) for name in (cfg.get("analysis") or {}))
-        if "loss_surface" in analyses:
-            surface = spec.loss_surface
-            C.choice("eval.loss_surface.split", surface.split, ("train", "test"))
-            C.integer("eval.loss_surface.points", surface.points, ge=1)
-            C.number("eval.loss_surface.radius", surface.radius, gt=0)
-            C.number("eval.loss_surface.step", surface.step, gt=0)
-            C.integer("eval.loss_surface.batch_size", surface.batch_size, ge=1)
-        # Configs saved before the option existed selected on the test set.
-        split = C.choice("eval.selection_split", spec.get("selection_split", "test"), SELECTION_SPLITS)
-        threat = cfg.dataset.get("threat") or {}
-        return cls(
-            checkpoint=C.choice("eval.checkpoint", spec.checkpoint, CHECKPOINTS),
-            selection_split=split,
-            validation_n=C.integer("eval.validation_n", spec.validation_n, ge=1) if split == "validation" else None,
-            selection_eps=tuple(sorted({float(threat[k]) for k in ("table_eps", "eps") if threat.get(k) is not None})),
-            adaptive=C.boolean("eval.adaptive", spec.adaptive),
-            n=None if spec.n is None else C.integer("eval.n", spec.n, ge=1),
-            seed=C.integer("eval.seed", spec.seed),
-            batch_size=C.integer("eval.batch_size", spec.batch_size, ge=1),
-            analyses=analyses,
-            integrity=spec.integrity,
-            loss_surface=spec.loss_surface,
-            sweep=budget_sweep.settings(cfg.analysis.budget_sweep) if "budget_sweep" in analyses else None,
-            amp=precision.policy(cfg.trainer.amp),
-            progress=C.boolean("progress", cfg.progress),
-        )
 
 
 class Assessment:

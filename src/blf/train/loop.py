@@ -34,20 +34,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True)
-class TrainSettings:
-    """How `fit` trains. Every field comes from the config and none has a default, so a setting
-    cannot be dropped on its way from the config to the loop (assembly.py builds it)."""
-
-    epochs: int
-    batch_size: int
-    seed: int
-    device: torch.device
-    amp: str  # precision policy: fp32 | bf16 (precision.py)
-    augment: Augmentation | None  # CIFAR-10 crop and flip; None where the dataset has none
-    progress: bool
-
-
 @dataclass
 class Progress:
     """What a run has done so far (saved in last.pt)."""

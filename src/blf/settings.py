@@ -1,0 +1,87 @@
+"""The settings a run's config yields for training and for evaluation, checked: the types the
+assembly builds (assembly.py) and the loop and the assessment take (train/loop.py,
+eval/assessment.py). They live below all three, so none of those imports another's module for them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from omegaconf import DictConfig
+
+from blf import config as C
+from blf.data import Augmentation
+from blf.eval import budget_sweep
+from blf.nn import precision
+
+ANALYSES = ("operator_norm", "loss_surface", "budget_sweep")
+CHECKPOINTS = ("best", "last")
+SELECTION_SPLITS = ("test", "validation")
+
+
+@dataclass(frozen=True)
+class TrainSettings:
+    """How `fit` trains. Every field comes from the config and none has a default, so a setting
+    cannot be dropped on its way from the config to the loop (assembly.py builds it)."""
+
+    epochs: int
+    batch_size: int
+    seed: int
+    device: torch.device
+    amp: str  # precision policy: fp32 | bf16 (precision.py)
+    augment: Augmentation | None  # CIFAR-10 crop and flip; None where the dataset has none
+    progress: bool
+
+
+@dataclass(frozen=True)
+class EvalSettings:
+    """How a checkpoint is evaluated (the `eval` and `analysis` keys, the run's precision
+    policy and `progress`); checked when the run is assembled, before any training."""
+
+    checkpoint: str
+    selection_split: str
+    validation_n: int | None  # training examples held out (selection_split=validation), else None
+    selection_eps: tuple[float, ...]  # budgets a selection scores attacks at: the tables' and the training's
+    adaptive: bool
+    n: int | None
+    seed: int
+    batch_size: int
+    analyses: tuple[str, ...]
+    integrity: DictConfig
+    loss_surface: DictConfig
+    sweep: dict | None  # analysis.budget_sweep, checked
+    amp: str
+    progress: bool
+
+    @classmethod
+    def from_config(cls, cfg: DictConfig) -> EvalSettings:
+        spec = cfg.eval
+        # `analysis=[]` removes the key altogether.
+        analyses = tuple(C.choice("analysis", name, ANALYSES) for name in (cfg.get("analysis") or {}))
+        if "loss_surface" in analyses:
+            surface = spec.loss_surface
+            C.choice("eval.loss_surface.split", surface.split, ("train", "test"))
+            C.integer("eval.loss_surface.points", surface.points, ge=1)
+            C.number("eval.loss_surface.radius", surface.radius, gt=0)
+            C.number("eval.loss_surface.step", surface.step, gt=0)
+            C.integer("eval.loss_surface.batch_size", surface.batch_size, ge=1)
+        # Configs saved before the option existed selected on the test set.
+        split = C.choice("eval.selection_split", spec.get("selection_split", "test"), SELECTION_SPLITS)
+        threat = cfg.dataset.get("threat") or {}
+        return cls(
+            checkpoint=C.choice("eval.checkpoint", spec.checkpoint, CHECKPOINTS),
+            selection_split=split,
+            validation_n=C.integer("eval.validation_n", spec.validation_n, ge=1) if split == "validation" else None,
+            selection_eps=tuple(sorted({float(threat[k]) for k in ("table_eps", "eps") if threat.get(k) is not None})),
+            adaptive=C.boolean("eval.adaptive", spec.adaptive),
+            n=None if spec.n is None else C.integer("eval.n", spec.n, ge=1),
+            seed=C.integer("eval.seed", spec.seed),
+            batch_size=C.integer("eval.batch_size", spec.batch_size, ge=1),
+            analyses=analyses,
+            integrity=spec.integrity,
+            loss_surface=spec.loss_surface,
+            sweep=budget_sweep.settings(cfg.analysis.budget_sweep) if "budget_sweep" in analyses else None,
+            amp=precision.policy(cfg.trainer.amp),
+            progress=C.boolean("progress", cfg.progress),
+        )
