@@ -8,6 +8,7 @@ in process on composed configs, so they test the path users take.
 from __future__ import annotations
 
 import atexit
+import difflib
 import logging
 import os
 import sys
@@ -20,7 +21,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.core.utils import JobStatus
 from hydra.experimental.callback import Callback
 from hydra.types import RunMode
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from blf import assembly, settings, trained
 from blf import config as C
@@ -57,6 +58,7 @@ class FolderWatch(Callback):
     holds a symbolic link, which those writes would follow."""
 
     def on_run_start(self, config, **kwargs) -> None:
+        self.refuse_unread_additions(config)  # before the folder exists: a refused command leaves none
         try:
             folder = Path(str(config.hydra.run.dir))
         except Exception:  # noqa: BLE001 - a folder it cannot name is one it will never remove
@@ -65,7 +67,28 @@ class FolderWatch(Callback):
         self.refuse_links(folder)
 
     def on_multirun_start(self, config, **kwargs) -> None:
+        self.refuse_unread_additions(config)
         self.refuse_links(Path(str(config.hydra.sweep.dir)))
+
+    @staticmethod
+    def refuse_unread_additions(config) -> None:
+        """`+key=value` adds a key; Hydra suggests it for a typo (`trainer.epoch=1`), and then the
+        run would silently ignore it. Only keys passed on whole to a constructor are read when
+        added (ADDABLE); a group may be added (`+group=option`). Anything else is refused."""
+        try:
+            added = additions(list(config.hydra.overrides.task))
+        except Exception:  # noqa: BLE001 - Hydra has already parsed them; nothing to refuse here
+            return
+        task = {k for k in identity.flatten(OmegaConf.to_container(config, resolve=False)) if not k.startswith("hydra.")}
+        for key, text in added:
+            if any(key == p or key.startswith(p + ".") for p in ADDABLE) or (C.CONF / key.replace(".", "/")).is_dir():
+                continue
+            known = sorted(k for k in task if not (k == key or k.startswith(key + ".")))  # not the addition itself
+            close = difflib.get_close_matches(key, known, n=1, cutoff=0.6)
+            hint = f" (did you mean {close[0]}?)" if close else ""
+            print(f"error: {text} adds a key that nothing reads{hint}; allowed: the keys of the configs (`--cfg job` lists "
+                  f"them) and, with +, keys under {', '.join(ADDABLE)}", file=sys.stderr)
+            sys.exit(2)
 
     @staticmethod
     def refuse_links(folder: Path) -> None:
@@ -77,6 +100,20 @@ class FolderWatch(Callback):
         except BLFError as error:
             print(f"error: {error}", file=sys.stderr)  # Hydra's logging would prefix it; ours is not set up yet
             sys.exit(2)
+
+
+# Mappings whose keys are passed on whole to a constructor (torch's optimiser and scheduler): a key
+# added there is read. (`model.kwargs` exists for timm and torchvision: it is set, not added.)
+ADDABLE = ("optim", "scheduler")
+
+
+def additions(overrides: list[str]) -> list[tuple[str, str]]:
+    """(key, override) of the `+key=value` and `++key=value` overrides among `overrides`."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.core.override_parser.types import OverrideType
+
+    parsed = OverridesParser.create().parse_overrides(overrides)
+    return [(o.key_or_group, o.input_line) for o in parsed if o.type in (OverrideType.ADD, OverrideType.FORCE_ADD)]
 
 
 class FailedJobStatus(Callback):
