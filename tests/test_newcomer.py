@@ -35,3 +35,16 @@ def test_the_convergence_check_tests_the_pgd_as_configured(tmp_path, nb_iter):
     check = next(r for r in outcome.added if r["kind"] == "integrity" and r["check"] == "pgd_convergence")
     assert f"PGD-{nb_iter} (as evaluated)" in check["detail"]
     assert f"PGD-{nb_iter * 2} x 2 restarts" in check["detail"]  # TINY's iter_factor 2 and restarts 2
+
+
+def test_the_demo_ends_with_its_table_and_how_to_read_it(tmp_path, capfd):
+    from blf.study import driver
+
+    code = driver.main(["demo", "--sweep-dir", str(tmp_path / "sweep"), "--out-dir", str(tmp_path / "out"),
+                        *TINY, "trainer.epochs=1"])
+    out = capfd.readouterr().out.rstrip().splitlines()
+    assert code == 0
+    table = (tmp_path / "out" / "demo.md").read_text().rstrip().splitlines()
+    assert out[-len(table) - 3:-3] == table  # the table, a blank line, then the two lines of reading
+    assert out[-2].startswith("How to read it: accuracy (%)") and "†" in out[-2]
+    assert out[-1].startswith("Not comparable with the paper (") and "synthetic data in place of mnist" in out[-1]

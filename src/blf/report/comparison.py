@@ -284,6 +284,18 @@ def caveats(final: pd.DataFrame) -> list[str]:
             f"{100 * math.sqrt(0.25 / n):.1f} points per cell"]
 
 
+def reading(final: pd.DataFrame, name: str) -> str:
+    """Two lines on how to read a study's table, printed under it when the study ends."""
+    first = ("How to read it: accuracy (%) on the test images evaluated, with 95% intervals; \"worst case (a+b)\" is "
+             "what survives every attack named, per example; † marks a number whose evaluation failed an integrity "
+             "check (listed above, docs/evaluation.md): there, trust the worst case, not the paper's attack.")
+    reasons = not_comparable(final)
+    second = (f"Not comparable with the paper ({'; '.join(reasons)}): these numbers test the pipeline, not the "
+              "paper's claims." if reasons else
+              f"At the paper's settings: {name}_vs_paper.md sets them beside the paper, claims.md reads its claims.")
+    return f"{first}\n{second}"
+
+
 def banner(final: pd.DataFrame) -> str:
     """The loud first line of a side-by-side from records that cannot be compared."""
     reasons = not_comparable(final)

@@ -339,6 +339,11 @@ class Study:
         if self.failures:
             print(f"!! {len(self.failures)} multirun(s) failed or left runs unfinished (listed above with their logs); "
                   "see jobs.csv", file=sys.stderr)
+        # Last, the answer the command was run for: the study's table and how to read it.
+        sys.stderr.flush()
+        table = self.out / f"{self.experiment}.md"
+        if table.is_file():
+            print(f"\n{table.read_text().rstrip()}\n\n{comparison.reading(final, self.experiment)}", flush=True)
         return 1 if self.failures else 0
 
 
