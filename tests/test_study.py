@@ -155,6 +155,24 @@ def test_progress_counts_finished_training_and_waiting_runs(tmp_path):
     progress = StageProgress("grid", [done, stopped, sweep / "not-yet"], sweep)
     assert progress.line() == "[grid] 1/3 runs finished, 1 training (1 of 2 epochs), 1 not started"
     assert progress.report_failures([done, stopped]) == [f"!! not finished: {stopped} (logs: {stopped / 'train.log'})"]
+    # Trained every epoch, not finished: its evaluation is running.
+    (stopped / "metrics.jsonl").write_text((done / "metrics.jsonl").read_text())
+    assert progress.line() == "[grid] 1/3 runs finished, 1 evaluating, 1 not started"
+
+
+def test_progress_prints_a_line_when_a_run_changes_state_not_for_each_epoch(tmp_path, capsys, monkeypatch):
+    from blf.study import progress as module
+
+    run = tmp_path / "run"
+    (run / "checkpoints").mkdir(parents=True)
+    (run / "checkpoints" / "last.pt").write_bytes(b"")
+    jobs = iter([{"epochs": 5, "epochs_done": n} for n in (1, 2, 3, 5, 5)])
+    monkeypatch.setattr(module.collect, "job_status", lambda folder: next(jobs))
+    shown = module.StageProgress("grid", [run], tmp_path, every=3600)
+    for _ in range(5):
+        shown.show()
+    assert capsys.readouterr().err.splitlines() == ["[grid] 0/1 runs finished, 1 training (1 of 5 epochs)",
+                                                    "[grid] 0/1 runs finished, 1 evaluating"]
 
 
 def test_submitit_local_sweep(tmp_path):

@@ -24,26 +24,38 @@ class StageProgress:
     sweep: Path
     every: float = 30.0  # seconds between lines while nothing changes
     _shown: str = ""
+    _state: tuple = ()
     _at: float = field(default=0.0)
 
-    def line(self) -> str:
+    def counts(self) -> tuple[str, tuple[int, ...]]:
+        """(the progress line, the number of runs finished, training, evaluating, not started).
+        A run that trained every epoch it asks for and has not finished is being evaluated."""
         finished = [f for f in self.folders if (f / "finished.json").is_file()]
-        training = [collect.job_status(f) for f in self.folders
-                    if f not in finished and (f / "checkpoints" / "last.pt").is_file()]
+        started = [collect.job_status(f) for f in self.folders
+                   if f not in finished and (f / "checkpoints" / "last.pt").is_file()]
+        evaluating = [job for job in started if job["epochs"] is not None and job["epochs_done"] >= job["epochs"]]
+        training = [job for job in started if job not in evaluating]
         text = f"[{self.stage}] {len(finished)}/{len(self.folders)} runs finished"
         if training:
             asked = [job["epochs"] for job in training]
             of = f" of {sum(asked)}" if None not in asked else ""
             text += f", {len(training)} training ({sum(job['epochs_done'] for job in training)}{of} epochs)"
-        waiting = len(self.folders) - len(finished) - len(training)
-        return text + (f", {waiting} not started" if waiting else "")
+        if evaluating:
+            text += f", {len(evaluating)} evaluating"
+        waiting = len(self.folders) - len(finished) - len(started)
+        text += f", {waiting} not started" if waiting else ""
+        return text, (len(finished), len(training), len(evaluating), waiting)
+
+    def line(self) -> str:
+        return self.counts()[0]
 
     def show(self, force: bool = False) -> None:
-        """Print the line when it changed, or every `every` seconds."""
-        text = self.line()
-        if force or text != self._shown or time.monotonic() - self._at >= self.every:
+        """Print the line when a run changes state (starts, ends training, finishes), or every
+        `every` seconds: an epoch done is not news enough for a line of its own."""
+        text, state = self.counts()
+        if force or state != self._state or time.monotonic() - self._at >= self.every:
             print(text, file=sys.stderr, flush=True)
-            self._shown, self._at = text, time.monotonic()
+            self._shown, self._state, self._at = text, state, time.monotonic()
 
     def unfinished(self, folders: list[Path]) -> list[Path]:
         return [f for f in folders if not (f / "finished.json").is_file()]
