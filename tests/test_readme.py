@@ -132,3 +132,71 @@ def test_launcher_settings_reach_slurm_from_the_environment_and_overrides(monkey
         cfg = compose("train", overrides=["hydra/launcher=slurm", "hydra.launcher.partition=cpu"], return_hydra_config=True)
         launcher = cfg.hydra.launcher
         assert (launcher.gpus_per_node, launcher.mem_gb, launcher.cpus_per_task, launcher.partition) == (0, 8, 8, "cpu")
+
+
+# Every command line of the bash blocks of README.md and docs/*.md is run by a test, in tiny form
+# or dry, or stands in a block marked `<!-- not run by the tests: <reason> -->` (a GPU, a cluster,
+# root, the internet, hours). Where each line is run:
+RUN_BY = {
+    "python src/train.py": "tests/test_readme.py::test_train_commands_run",
+    "python src/evaluate.py": "tests/test_readme.py::test_evaluate_commands_run",
+    "python -m blf.study": "tests/test_readme.py::test_study_commands_run_with_their_overrides",
+    "python -m blf.export": "tests/test_readme.py::test_export_commands_run",
+    "make fig": "tests/test_readme.py::test_make_targets_pass_their_variables_to_the_study",
+    "make demo": "tests/test_newcomer.py::test_the_demo_ends_with_its_table_and_how_to_read_it",
+    "make help": "tests/test_readme.py::test_make_help_lists_every_target",
+    ".venv/bin/jupyter nbconvert": "tests/test_notebooks.py::test_curves_notebook_runs_on_a_small_study",
+    # CI runs these itself (.ci/run: make lint, make test, make test-slurm; make test runs make install).
+    "make install": ".ci/run", "make test": ".ci/run", "make lint": ".ci/run",
+}
+UNTESTED = "<!-- not run by the tests:"
+
+
+def command_lines() -> list[tuple[str, str, bool]]:
+    """(document, command, marked) for each command line of each bash block; leading VAR=value
+    assignments are dropped (`SLURM_PARTITION=cpu make fig3` is a make line)."""
+    found = []
+    for path in [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]:
+        text = path.read_text()
+        for match in re.finditer(r"```bash\n(.*?)```", text, flags=re.S):
+            marked = text[:match.start()].rstrip().endswith("-->") and UNTESTED in text[:match.start()].rstrip().splitlines()[-1]
+            for line in match.group(1).replace("\\\n", " ").splitlines():
+                line = line.split(" # ")[0].strip()
+                if line and not line.startswith("#"):
+                    words = shlex.split(line)
+                    while words and re.fullmatch(r"[A-Z_]+=\S*", words[0]):
+                        words.pop(0)
+                    found.append((path.name, " ".join(words), marked))
+    return found
+
+
+def test_every_documented_command_is_run_by_a_test_or_marked():
+    unrun = [(doc, line) for doc, line, marked in command_lines()
+             if not marked and not any(line.startswith(prefix) for prefix in RUN_BY)]
+    assert not unrun, f"commands no test runs and no marker excuses: {unrun}"
+    for prefix, where in RUN_BY.items():
+        path, _, name = where.partition("::")
+        assert (REPO / path).is_file() and (not name or f"def {name}(" in (REPO / path).read_text()), (prefix, where)
+
+
+def test_make_help_lists_every_target():
+    result = subprocess.run(["make", "help"], cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0
+    documented = {line.split()[1] for _, line, _ in command_lines() if line.startswith("make ")}
+    assert documented <= set(re.findall(r"^\s*make (\S+)", result.stdout, flags=re.M)), result.stdout
+
+
+@pytest.mark.parametrize("line", commands("python -m blf.export"))
+def test_export_commands_run(line, tmp_path):
+    """The export as documented, on a tiny CIFAR-10-shaped run in place of `<run>` (synthetic data
+    must be allowed explicitly)."""
+    run_dir = tmp_path / "run"
+    overrides = {**tiny_train({"dataset": "cifar10", "model": "resnet18", "head": "blf"}),
+                 "attack.pgd.eps": f"[0.0,{8 / 255!r}]"}  # the budget the entry reports
+    app.train(compose_config("train", as_overrides(overrides)), run_dir)
+    words = [str(run_dir) if w.endswith("<run>") else w for w in shlex.split(line)[3:]]
+    words = [str(tmp_path / "export") if w == "export/" else w for w in words]
+    result = subprocess.run([sys.executable, "-m", "blf.export", *words, "--allow-synthetic"], cwd=REPO,
+                            capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(REPO / "src")}, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert any((tmp_path / "export").rglob("*.json")) and any((tmp_path / "export").rglob("*.pt"))
