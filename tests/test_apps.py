@@ -170,7 +170,7 @@ def test_study_bookkeeping_does_not_make_another_run(tmp_path):
 
 def test_evaluate_without_a_run_or_with_a_corrupted_checkpoint(tmp_path):
     missing = tmp_path / "nothing-here"
-    assert "no checkpoints/best.pt" in bad(run_app("evaluate.py", f"run_dir={missing}", "logger=none"))
+    assert f"error: {missing} does not exist; allowed: a run folder" in bad(run_app("evaluate.py", f"run_dir={missing}", "logger=none"))
     assert not missing.exists()
     run_dir = tmp_path / "run"
     train(run_dir)

@@ -133,5 +133,6 @@ def test_the_readme_snippet_runs(trained, tmp_path, monkeypatch):
     snippet = re.search(r"```python\n(.*?)```", section, flags=re.S).group(1)
     monkeypatch.chdir(tmp_path)
     scope = {}
-    exec(compile(snippet.replace("path/to/run", str(run_dir)), "README.md", "exec"), scope)
+    assert "multirun/demo/head:blf+seed:0" in snippet  # the folder make demo writes
+    exec(compile(snippet.replace("multirun/demo/head:blf+seed:0", str(run_dir)), "README.md", "exec"), scope)
     assert isinstance(scope["model"], torch.nn.Module)

@@ -174,6 +174,9 @@ def evaluate(cfg: DictConfig, run_dir: Path | None = None) -> Outcome:
     analyses, `eval`, logger, device, progress) replaces the run's. Interpolations such as
     `${dataset.threat.eval_eps}` resolve against the run's dataset."""
     workspace = RunFolder(run_dir or hydra_run_dir())
+    if not workspace.root.is_dir() or workspace.was_missing():  # Hydra makes the folder before we run
+        raise CheckpointError(f"{workspace.root} does not exist; allowed: a run folder written by src/train.py "
+                              "(run_dir=<its path>)")
     workspace.refuse_links()
     workspace.check_records()
     saved = workspace.load(C.choice("eval.checkpoint", cfg.eval.checkpoint, settings.CHECKPOINTS))

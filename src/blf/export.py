@@ -197,7 +197,10 @@ def _program(model: torch.nn.Module, example: torch.Tensor, fmt: str) -> bytes:
     buffer = io.BytesIO()
     if fmt == "torch_export":
         program = torch.export.export(model, (example,), dynamic_shapes=({0: torch.export.Dim("batch", min=1)},))
-        torch.export.save(program, buffer)
+        with warnings.catch_warnings():
+            # torch's archive writer warns about weights split over groups; ours are whole CPU tensors.
+            warnings.filterwarnings("ignore", message="No complete tensor found in the group", category=UserWarning)
+            torch.export.save(program, buffer)
     else:
         with warnings.catch_warnings(), torch.no_grad():
             warnings.simplefilter("ignore", FutureWarning)  # asked for by name: torch's deprecation notice is known

@@ -168,6 +168,10 @@ class RunFolder:
             "Allowed: the same settings (to resume it) or another folder (hydra.run.dir=...)."
         )
 
+    def was_missing(self) -> bool:
+        """Whether the folder did not exist before this command (app.FolderWatch noted it)."""
+        return self.root.resolve() in _CREATED
+
     def remove_if_created(self) -> None:
         """Remove the folder after a refused start, if this command created it and it holds
         nothing but bookkeeping: a bad command leaves nothing behind, and never takes a folder
