@@ -131,3 +131,12 @@ def test_the_module_runs_as_a_command(run, tmp_path):
                              str(tmp_path / "sd")], capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
     assert (tmp_path / "sd" / "state_dict.pt").is_file()
+
+
+def test_torch_export_of_a_2c2f_run_leaks_no_torch_warning(tmp_path, capsys):
+    """2C2F trains in channels_last: torch's archive writer warned about its weights' groups."""
+    run_dir = tmp_path / "run"
+    train(run_dir, "trainer.epochs=1", "analysis=[]", "eval.integrity.enabled=false")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert export(capsys, run_dir, "--format", "torch_export", "--out", tmp_path / "pt2")[0] == 0
