@@ -33,7 +33,7 @@ def test_load_without_results_names_the_command(tmp_path):
         driver.Study("fig3", "smoke", out=tmp_path / "nothing").load()
 
 
-def test_curves_notebook_runs_on_a_small_study(tmp_path, monkeypatch):
+def test_every_notebook_runs_as_the_readme_command_says(tmp_path, monkeypatch):
     s = driver.Study("fig3", "smoke", overrides=[*TINY, "trainer.epochs=1", "dataset.n_train=null"],
                     sweep=tmp_path / "multirun", out=tmp_path / "results")
     with open_dict(s.cfg):
@@ -54,9 +54,11 @@ def test_curves_notebook_runs_on_a_small_study(tmp_path, monkeypatch):
     command = [w for w in words if "=" not in w or w.startswith("-")]
     assert command[0] == ".venv/bin/jupyter" and "--execute" in command
     command[0] = str(Path(sys.executable).with_name("jupyter"))  # this environment's
-    done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=300,
-                          env={**os.environ, **env, "BLF_PROFILE": "smoke", "MPLBACKEND": "Agg"})
-    assert done.returncode == 0, done.stderr[-3000:]
+    for name in ("curves", "tables", "norms"):  # every notebook, as the README runs curves
+        done = subprocess.run([w.replace("curves.ipynb", f"{name}.ipynb") for w in command], cwd=REPO,
+                              capture_output=True, text=True, timeout=300,
+                              env={**os.environ, **env, "BLF_PROFILE": "smoke", "MPLBACKEND": "Agg"})
+        assert done.returncode == 0, (name, done.stderr[-3000:])
+        page = (tmp_path / "results" / f"{name}.html").read_text()
+        assert "Baseline" in page and "BLF (gamma=1)" in page and "image/png" in page, name
     assert figure.is_file()
-    page = (tmp_path / "results" / "curves.html").read_text()
-    assert "Baseline" in page and "BLF (gamma=1)" in page and "image/png" in page

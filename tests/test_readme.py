@@ -145,7 +145,7 @@ RUN_BY = {
     "make fig": "tests/test_readme.py::test_make_targets_pass_their_variables_to_the_study",
     "make demo": "tests/test_newcomer.py::test_the_demo_ends_with_its_table_and_how_to_read_it",
     "make help": "tests/test_readme.py::test_make_help_lists_every_target",
-    ".venv/bin/jupyter nbconvert": "tests/test_notebooks.py::test_curves_notebook_runs_on_a_small_study",
+    ".venv/bin/jupyter nbconvert": "tests/test_notebooks.py::test_every_notebook_runs_as_the_readme_command_says",
     # CI runs these itself (.ci/run: make lint, make test, make test-slurm; make test runs make install).
     "make install": ".ci/run", "make test": ".ci/run", "make lint": ".ci/run",
 }
