@@ -8,11 +8,16 @@ every attack recorded for the same checkpoint and subset.
 
 import sys
 
-import hydra
-from omegaconf import DictConfig
+try:
+    import hydra
+    from omegaconf import DictConfig
 
-from blf import app
-from blf.run.folder import RunFolder
+    from blf import app
+    from blf.run.folder import RunFolder
+except ModuleNotFoundError as missing:  # a Python without the project's environment
+    print(f"error: {missing.name} is not installed for {sys.executable}; allowed: the project's environment "
+          "(make install, then .venv/bin/python src/evaluate.py ..., or . .venv/bin/activate)", file=sys.stderr)
+    sys.exit(2)
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="evaluate")

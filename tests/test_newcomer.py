@@ -48,3 +48,21 @@ def test_the_demo_ends_with_its_table_and_how_to_read_it(tmp_path, capfd):
     assert out[-len(table) - 3:-3] == table  # the table, a blank line, then the two lines of reading
     assert out[-2].startswith("How to read it: accuracy (%)") and "†" in out[-2]
     assert out[-1].startswith("Not comparable with the paper (") and "synthetic data in place of mnist" in out[-1]
+
+
+@pytest.mark.parametrize("script", ["train.py", "evaluate.py"])
+def test_a_python_without_the_environment_gets_one_line_naming_the_fix(script, tmp_path):
+    import shutil
+    import subprocess
+    import sys
+
+    from conftest import REPO
+
+    bare = tmp_path / "bare"  # a Python that has none of the project's packages
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(bare)], check=True)
+    python = bare / "bin" / "python"
+    assert shutil.which(str(python))
+    result = subprocess.run([str(python), str(REPO / "src" / script), "run_dir=x"], capture_output=True, text=True,
+                            timeout=60, env={"PATH": "/usr/bin:/bin"})
+    line = bad(result)
+    assert "is not installed for" in line and "make install, then .venv/bin/python" in line
