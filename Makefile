@@ -63,7 +63,8 @@ GPU_CHECK_ARGS ?=
 
 gpu-wheels: ## Wheels of the packages a GPU machine's Python lacks -> gpu-wheels/ (git-ignored; copy it along)
 	$(PYTHON) -m pip wheel --quiet --no-deps --wheel-dir $(GPU_WHEELS) $(GPU_PACKAGES)
-	@ls -1 $(GPU_WHEELS)
+	$(PYTHON) tools/trim_wheels.py $(GPU_WHEELS)
+	@du -sh $(GPU_WHEELS); ls -1 $(GPU_WHEELS)
 
 gpu-check: ## Paper-scale training cost on this CUDA machine in < 8 min -> bench/gpu-check.json (GPU_PYTHON=python3)
 	@if ! $(GPU_PYTHON) -c "import hydra, omegaconf" 2>/dev/null; then \

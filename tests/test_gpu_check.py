@@ -100,3 +100,27 @@ def test_logger_none_does_not_import_wandb(tmp_path):
     result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=600,
                             env={**os.environ, "PYTHONPATH": str(REPO / "src")})
     assert result.returncode == 0, result.stderr[-3000:]
+
+
+def test_gpu_wheels_carry_code_not_examples(tmp_path):
+    """make gpu-wheels trims what no app imports (pyautoattack's 45 MB example checkpoint)."""
+    import importlib.util
+    import zipfile
+
+    spec = importlib.util.spec_from_file_location("trim_wheels", REPO / "tools" / "trim_wheels.py")
+    trim_wheels = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(trim_wheels)
+    wheel = tmp_path / "pyautoattack-0.2.0-py3-none-any.whl"
+    files = {"pyautoattack/__init__.py": b"x = 1\n", "pyautoattack/examples/model_test.pt": b"0" * 5000,
+             "pyautoattack-0.2.0.dist-info/METADATA": b"Name: pyautoattack\n"}
+    record = "".join(f"{name},sha256=abc,{len(data)}\n" for name, data in files.items())
+    with zipfile.ZipFile(wheel, "w") as archive:
+        for name, data in files.items():
+            archive.writestr(name, data)
+        archive.writestr("pyautoattack-0.2.0.dist-info/RECORD", record + "pyautoattack-0.2.0.dist-info/RECORD,,\n")
+    assert trim_wheels.trim(wheel) == 5000
+    with zipfile.ZipFile(wheel) as archive:
+        assert sorted(archive.namelist()) == ["pyautoattack-0.2.0.dist-info/METADATA", "pyautoattack-0.2.0.dist-info/RECORD",
+                                              "pyautoattack/__init__.py"]
+        assert "examples" not in archive.read("pyautoattack-0.2.0.dist-info/RECORD").decode()
+    assert trim_wheels.trim(wheel) == 0  # nothing left to drop

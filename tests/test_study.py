@@ -260,3 +260,11 @@ def test_the_report_logs_the_comparison_and_the_claims_to_wandb(tmp_path, monkey
     assert len(tables) == 1
     logged = json.loads(tables[0].read_text())
     assert logged["columns"] == ["claim", "verdict", "numbers"] and logged["data"] == [["a", "holds", "1"], ["b", "not measured", None]]
+
+
+def test_jobs_keep_the_callers_pythonpath_after_src(monkeypatch):
+    """Packages that come through PYTHONPATH (module systems, the GPU route's .gpu-site) reach the jobs."""
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(["/opt/site-a", str(driver.REPO / "src"), "/opt/site-b"]))
+    assert driver.job_environment()["PYTHONPATH"].split(os.pathsep) == [str(driver.REPO / "src"), "/opt/site-a", "/opt/site-b"]
+    monkeypatch.delenv("PYTHONPATH")
+    assert driver.job_environment()["PYTHONPATH"] == str(driver.REPO / "src")

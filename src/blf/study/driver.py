@@ -108,8 +108,7 @@ class Study:
             return
         # Its own process group: a signal to the driver reaches the multirun and every job it
         # started (joblib's workers too) through `stop_jobs`, and nothing keeps writing after it.
-        process = subprocess.Popen(command, cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO / "src")},
-                                   start_new_session=True)
+        process = subprocess.Popen(command, cwd=REPO, env=job_environment(), start_new_session=True)
         try:
             while True:  # the jobs run elsewhere (a cluster, workers): their folders say how far they are
                 try:
@@ -345,6 +344,13 @@ class Study:
         if table.is_file():
             print(f"\n{table.read_text().rstrip()}\n\n{comparison.reading(final, self.experiment)}", flush=True)
         return 1 if self.failures else 0
+
+
+def job_environment() -> dict[str, str]:
+    """The jobs' environment: the driver's, with `src` first on PYTHONPATH and the caller's
+    entries kept (packages that come through PYTHONPATH: module systems, the GPU route's .gpu-site)."""
+    kept = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p and p != str(REPO / "src")]
+    return {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO / "src"), *kept])}
 
 
 class Stopped(Exception):
