@@ -45,6 +45,8 @@ def test_the_demo_ends_with_its_table_and_how_to_read_it(tmp_path, capfd):
     out = capfd.readouterr().out.rstrip().splitlines()
     assert code == 0
     table = (tmp_path / "out" / "demo.md").read_text().rstrip().splitlines()
+    # The spec's title says 5 epochs and 500 images; the title says what ran (issue: titles state the settings).
+    assert "[ran: 1 epoch, 32 test images, PGD-3]" in table[0]
     assert out[-len(table) - 3:-3] == table  # the table, a blank line, then the two lines of reading
     assert out[-2].startswith("How to read it: accuracy (%)") and "†" in out[-2]
     assert out[-1].startswith("Not comparable with the paper (") and "synthetic data in place of mnist" in out[-1]

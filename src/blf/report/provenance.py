@@ -20,6 +20,25 @@ def synthetic_note(df: pd.DataFrame) -> str:
     return f" [SYNTHETIC DATA: {', '.join(datasets)}]" if datasets else ""
 
 
+def _span(values) -> str:
+    found = sorted({int(v) for v in values if pd.notna(v)})
+    return "" if not found else str(found[0]) if len(found) == 1 else f"{found[0]}-{found[-1]}"
+
+
+def ran_note(df: pd.DataFrame) -> str:
+    """What the records' runs did, appended to a title: a study's title states its recipe, and
+    overrides (trainer.epochs, eval.n, attack.pgd.nb_iter) change what ran."""
+    parts = []
+    if "epochs" in df and (epochs := _span(df["epochs"])):
+        parts.append(f"{epochs} epoch{'s' if epochs != '1' else ''}")
+    robust = df[df["kind"] == "robustness"] if "kind" in df else df.iloc[0:0]
+    if "n" in robust and (n := _span(robust["n"])):
+        parts.append(f"{n} test images")
+    if "attack.nb_iter" in robust and (steps := _span(robust.loc[robust["attack"] == "pgd", "attack.nb_iter"])):
+        parts.append(f"PGD-{steps}")
+    return f" [ran: {', '.join(parts)}]" if parts else ""
+
+
 def _versions(df: pd.DataFrame) -> list[str]:
     """The code versions behind the records ('abc1234', 'abc1234+dirty', 'before schema 2')."""
     if "schema_version" not in df:

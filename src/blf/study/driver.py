@@ -221,7 +221,8 @@ class Study:
 
     def report(self, final: pd.DataFrame) -> list[Path]:
         kind = C.choice("study.report", self.spec.report, renderers.RENDERERS)
-        title = f"{self.spec.title} [{self.profile}]{provenance.synthetic_note(final)}{provenance.provenance_note(final)}"
+        title = (f"{self.spec.title} [{self.profile}]{provenance.ran_note(final)}{provenance.synthetic_note(final)}"
+                 f"{provenance.provenance_note(final)}")
         resolved = OmegaConf.to_container(self.spec, resolve=True)
         return renderers.RENDERERS[kind](final, resolved, self.out / self.experiment, title)
 
