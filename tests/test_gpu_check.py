@@ -124,3 +124,21 @@ def test_gpu_wheels_carry_code_not_examples(tmp_path):
                                               "pyautoattack/__init__.py"]
         assert "examples" not in archive.read("pyautoattack-0.2.0.dist-info/RECORD").decode()
     assert trim_wheels.trim(wheel) == 0  # nothing left to drop
+
+
+def test_each_compiled_case_starts_from_a_fresh_compiler_and_says_what_ran(monkeypatch):
+    module = check_module()
+    resets = []
+    monkeypatch.setattr(module.torch._dynamo, "reset", lambda: resets.append(1))
+    monkeypatch.setattr(module, "one_pass", lambda run, generator: 1.0)  # no step: nothing compiles
+    args = module.argparse.Namespace(batch=None, tiny=True, batches=1, device="cpu")
+    case = module.training_case("resnet18", "standard", "fp32", True, args)
+    assert resets == [1] and case["compiled_graphs"] == 0 and case["ran"] == "eager (compilation fell back)"
+    def compiling(run, generator):  # a pass that compiles three graphs
+        module.counters["stats"]["unique_graphs"] = 3
+        return 1.0
+
+    monkeypatch.setattr(module, "one_pass", compiling)
+    case = module.training_case("resnet18", "standard", "fp32", True, args)
+    assert case["ran"] == "compiled" and case["compiled_graphs"] == 3 and resets == [1, 1]
+    assert "ran" not in module.training_case("resnet18", "standard", "fp32", False, args) and resets == [1, 1]
