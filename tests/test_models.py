@@ -86,3 +86,20 @@ def test_toy_widths_stay_nchw_and_real_ones_go_channels_last():
 
     assert not layout(4)
     assert layout(8)
+
+
+def test_auto_spreads_a_multiruns_jobs_over_the_visible_gpus(monkeypatch):
+    """Faked: four visible GPUs. A joblib sweep's job k takes GPU k mod 4; a single run, or a machine
+    with one GPU, takes the default CUDA device; no CUDA: the CPU."""
+    from blf import assembly
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 4)
+    assert [str(assembly.device("auto", job)) for job in range(6)] == ["cuda:0", "cuda:1", "cuda:2", "cuda:3",
+                                                                       "cuda:0", "cuda:1"]
+    assert str(assembly.device("auto")) == "cuda" and str(assembly.device("cuda:2", 1)) == "cuda:2"
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    assert str(assembly.device("auto", 3)) == "cuda"
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert str(assembly.device("auto", 3)) == "cpu"
+    assert assembly.multirun_job() is None  # no Hydra multirun here

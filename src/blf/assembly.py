@@ -61,15 +61,33 @@ class Assembly:
                                         self.training.describe(), {"synthetic": self.dataset.synthetic})
 
 
-def device(name: str) -> torch.device:
-    """`auto` picks CUDA when present; `cpu`, `cuda` and `cuda:N` are taken as given."""
+def device(name: str, job: int | None = None) -> torch.device:
+    """`auto` picks CUDA when present, and for job `job` of a multirun on a machine with several
+    GPUs (those CUDA_VISIBLE_DEVICES shows) GPU `job mod count`: a joblib sweep's parallel jobs
+    spread over the GPUs instead of all landing on the first. `cpu`, `cuda` and `cuda:N` are
+    taken as given."""
     if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        if not torch.cuda.is_available():
+            return torch.device("cpu")
+        count = torch.cuda.device_count()
+        return torch.device(f"cuda:{job % count}" if job is not None and count > 1 else "cuda")
     if name == "cpu" or name.startswith("cuda"):
         if name.startswith("cuda") and not torch.cuda.is_available():
             raise ConfigError(f"device={name!r} but CUDA is not available here; allowed: auto, cpu")
         return torch.device(name)
     raise ConfigError(f"device={name!r} is not a device; allowed: auto, cpu, cuda, cuda:N")
+
+
+def multirun_job() -> int | None:
+    """The number of this job in its Hydra multirun (None outside one: a single run, a test)."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    try:
+        hydra = HydraConfig.get()
+        return int(hydra.job.num) if hydra.mode == RunMode.MULTIRUN else None
+    except Exception:  # noqa: BLE001 - no Hydra context, or a job without a number
+        return None
 
 
 # The groups whose options name the class they build (`_target_`).
@@ -120,7 +138,7 @@ def build_classifier(cfg: DictConfig, image_shape: tuple[int, int, int], num_cla
 
 def _common(cfg: DictConfig, optimisation_from=None) -> Assembly:
     config = C.to_container(cfg)
-    where = device(cfg.device)
+    where = device(cfg.device, multirun_job())
     evaluation = EvalSettings.from_config(cfg)
     dataset = data.load(cfg.dataset)
     if evaluation.validation_n is not None:
