@@ -292,23 +292,28 @@ def test_a_second_driver_on_a_sweep_says_which_process_holds_it(tmp_path, capsys
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("signum", ["SIGTERM", "SIGINT"])
-def test_a_signal_to_the_driver_stops_its_jobs_and_says_so_in_one_line(tmp_path, signum):
+@pytest.mark.parametrize("signum, launcher", [("SIGTERM", "basic"), ("SIGINT", "basic"), ("SIGTERM", "joblib")])
+def test_a_signal_to_the_driver_stops_its_jobs_and_says_so_in_one_line(tmp_path, signum, launcher):
     import signal
     import time
+
+    from blf.study.driver import alive, descendants
 
     sweep = tmp_path / "sweep"
     env = {**os.environ, "PYTHONPATH": str(REPO / "src"), "WANDB_MODE": "disabled"}
     driver = subprocess.Popen(
-        [sys.executable, "-m", "blf.study", "demo", "--profile", "smoke", "--sweep-dir", str(sweep), "--out-dir",
-         str(tmp_path / "out"), "dataset.synthetic=true", "trainer.epochs=1000", "logger=none"],
+        [sys.executable, "-m", "blf.study", "demo", "--profile", "smoke", "--launcher", launcher, "--jobs", "2",
+         "--sweep-dir", str(sweep), "--out-dir", str(tmp_path / "out"), "dataset.synthetic=true", "trainer.epochs=1000",
+         "logger=none"],
         cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 120
     while not any(sweep.rglob("train.log")) or "epoch 1/" not in "".join(p.read_text() for p in sweep.rglob("train.log")):
         assert time.monotonic() < deadline and driver.poll() is None, driver.communicate()
         time.sleep(0.5)
+    jobs = descendants(driver.pid)  # the multirun and, under joblib, its workers
     driver.send_signal(getattr(signal, signum))
     out, err = driver.communicate(timeout=90)
+    assert jobs and not [pid for pid in jobs if alive(pid)], "jobs kept running after the driver stopped"
     assert driver.returncode == 128 + getattr(signal, signum)
     # The driver's line; a job the signal reached in its training says its own (SIGINT).
     lines = [line for line in err.splitlines() if line.startswith("error: ")]

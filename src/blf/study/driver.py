@@ -20,12 +20,14 @@ each hyper-parameter grid and the first seeds (`limits` in conf/driver.yaml).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import fcntl
 import os
 import shlex
 import signal
 import subprocess
 import sys
+import time
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -106,9 +108,9 @@ class Study:
         print("$ " + " ".join(shlex.quote(c) for c in command[1:]), flush=True)
         if self.dry_run:
             return
-        # Its own process group: a signal to the driver reaches the multirun and every job it
-        # started (joblib's workers too) through `stop_jobs`, and nothing keeps writing after it.
-        process = subprocess.Popen(command, cwd=REPO, env=job_environment(), start_new_session=True)
+        # In the driver's process group: a kill of the group (a terminal's Ctrl-C, a scheduler's
+        # SIGKILL) reaches every job; a signal to the driver alone is passed on by `stop_jobs`.
+        process = subprocess.Popen(command, cwd=REPO, env=job_environment())
         try:
             while True:  # the jobs run elsewhere (a cluster, workers): their folders say how far they are
                 try:
@@ -366,17 +368,56 @@ def _stopped(signum, frame):
     raise Stopped(signum)
 
 
+def descendants(pid: int) -> list[int]:
+    """The processes below `pid` (joblib's workers under a multirun), from /proc; none elsewhere."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            parent = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+        children.setdefault(parent, []).append(int(stat.parent.name))
+    found, todo = [], [pid]
+    while todo:
+        below = children.get(todo.pop(), [])
+        found += below
+        todo += below
+    return found
+
+
 def stop_jobs(process: subprocess.Popen, signum: int, grace: float = 60.0) -> None:
-    """Pass `signum` to a multirun's process group and wait for it; what is still running after
-    `grace` seconds is killed. Its finished runs are kept; a rerun resumes the others."""
+    """Pass `signum` to a multirun's process and every process below it (joblib's workers outlive
+    their parent otherwise) and wait; what still runs after `grace` seconds is killed. Its
+    finished runs are kept; a rerun resumes the others."""
+    pids = [process.pid, *descendants(process.pid)]
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signum)
     try:
-        os.killpg(process.pid, signum)
         process.wait(timeout=grace)
     except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)
-        process.wait()
-    except ProcessLookupError:
         pass
+    deadline = time.monotonic() + grace
+    while any(alive(pid) for pid in pids[1:]) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):
+            if alive(pid):
+                os.kill(pid, signal.SIGKILL)
+    process.wait()
+
+
+def alive(pid: int) -> bool:
+    """Whether `pid` runs (a zombie, ended but not reaped, does not)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        return state != "Z"
+    except (OSError, IndexError):
+        try:
+            os.kill(pid, 0)
+            return True
+        except ProcessLookupError:
+            return False
 
 
 def run_overrides(run: Path, drop: tuple[str, ...]) -> list[str]:
