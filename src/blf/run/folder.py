@@ -16,7 +16,6 @@ put back.
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import json
 import os
@@ -199,20 +198,6 @@ class RunFolder:
         process, so a killed run never blocks its rerun."""
         self.root.mkdir(parents=True, exist_ok=True)
         self.refuse_links()  # every write below would follow a planted link
-        path = self.root / ".lock"
-        handle = os.fdopen(storage.open_nofollow(path), "r+")  # held open for the duration of the block
-        try:
-            try:
-                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                handle.seek(0)
-                holder = handle.read().strip() or "another process"
-                raise BusyError(f"{self.root} is in use by {holder}; allowed: wait for it to end, or another folder "
-                                "(hydra.run.dir=...)") from None
-            handle.seek(0)
-            handle.truncate()
-            handle.write(f"process {os.getpid()}\n")
-            handle.flush()
+        with storage.exclusive(self.root / ".lock", f"process {os.getpid()}", lambda holder: BusyError(
+                f"{self.root} is in use by {holder}; allowed: wait for it to end, or another folder (hydra.run.dir=...)")):
             yield self
-        finally:
-            handle.close()

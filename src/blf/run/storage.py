@@ -7,12 +7,14 @@ version, never half of one.
 
 from __future__ import annotations
 
+import fcntl
 import io
 import json
 import math
 import os
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -59,6 +61,27 @@ def open_nofollow(path: Path, flags: int = os.O_RDWR | os.O_CREAT):
         if Path(path).is_symlink():
             refuse_link(path)
         raise error
+
+
+@contextmanager
+def exclusive(path: Path, me: str, refuse: Callable[[str], Exception]):
+    """Hold `path` for this process (flock; it goes with the process, so a killed holder never
+    blocks a rerun) and write `me` into it; where another process holds it, raise `refuse(what
+    that process wrote)`. The lock file is opened without following a link."""
+    handle = os.fdopen(open_nofollow(path), "r+")  # held open for the duration of the block
+    try:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            raise refuse(handle.read().strip() or "another process") from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"{me}\n")
+        handle.flush()
+        yield
+    finally:
+        handle.close()
 
 
 def _atomic(path: Path, write) -> None:

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import fcntl
 import os
 import shlex
 import signal
@@ -279,23 +278,11 @@ class Study:
             yield
             return
         self.sweep.mkdir(parents=True, exist_ok=True)
-        path = self.sweep / ".driver.lock"
-        handle = os.fdopen(storage.open_nofollow(path), "r+")
-        try:
-            try:
-                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                handle.seek(0)
-                holder = handle.read().strip() or "another process"
-                raise BusyError(f"{self.sweep} is in use by another study driver ({holder}); allowed: wait for it to "
-                                "end, or another --sweep-dir") from None
-            handle.seek(0)
-            handle.truncate()
-            handle.write(f"process {os.getpid()}: python -m blf.study {self.experiment} --profile {self.profile}\n")
-            handle.flush()
+        me = f"process {os.getpid()}: python -m blf.study {self.experiment} --profile {self.profile}"
+        with storage.exclusive(self.sweep / ".driver.lock", me, lambda holder: BusyError(
+                f"{self.sweep} is in use by another study driver ({holder}); allowed: wait for it to end, or another "
+                "--sweep-dir")):
             yield
-        finally:
-            handle.close()
 
     def run(self, stage: str) -> int:
         with self.held():
