@@ -197,6 +197,13 @@ def test_aggregation_reports_unfinished_runs(tmp_path):
 
 
 @pytest.mark.slow
+def rows_per_attack(robust) -> dict:
+    """Per attack, the budgets of its grid: the grid attacks (PGD, BPDA envelope, DLR on pre-logits)
+    at fig3's seven eps, the others at the table eps."""
+    grid = {"pgd", "bpda_envelope", "pgd_dlr_prelogits"}
+    return {attack: 7 if attack in grid else 1 for attack in robust["attack"].unique()}
+
+
 def test_killed_smoke_sweep_resumes_without_loss_or_duplicates(tmp_path):
     """Kill `make fig3 PROFILE=smoke` midway (the driver and its jobs), rerun it, and find every
     job finished exactly once."""
@@ -219,7 +226,9 @@ def test_killed_smoke_sweep_resumes_without_loss_or_duplicates(tmp_path):
     for run_dir, rows in df.groupby("run_dir"):
         robust = rows[rows["kind"] == "robustness"]
         assert not robust[["attack", "eps"]].duplicated().any(), run_dir
-        assert len(robust) == 7  # the seven PGD budgets, once each
+        assert (robust["attack"] == "pgd").sum() == 7  # the seven PGD budgets, once each
+        # and every attack of the run's set (the paper's PGD and the adaptive set) at the same budgets as the others
+        assert robust.groupby("attack").size().to_dict() == rows_per_attack(robust), run_dir
     assert len(storage.read_jsonl(next((tmp_path / "multirun").glob("*/metrics.jsonl")))) == 2
 
 
