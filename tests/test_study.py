@@ -196,7 +196,6 @@ def test_aggregation_reports_unfinished_runs(tmp_path):
     assert set(df["seed"]) == {0}
 
 
-@pytest.mark.slow
 def rows_per_attack(robust) -> dict:
     """Per attack, the budgets of its grid: the grid attacks (PGD, BPDA envelope, DLR on pre-logits)
     at fig3's seven eps, the others at the table eps."""
@@ -204,6 +203,7 @@ def rows_per_attack(robust) -> dict:
     return {attack: 7 if attack in grid else 1 for attack in robust["attack"].unique()}
 
 
+@pytest.mark.slow
 def test_killed_smoke_sweep_resumes_without_loss_or_duplicates(tmp_path):
     """Kill `make fig3 PROFILE=smoke` midway (the driver and its jobs), rerun it, and find every
     job finished exactly once."""
