@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 export PYTHONPATH := src
 export WANDB_MODE ?= offline
-# Reproduction targets: PROFILE=paper (default) or smoke; LAUNCHER=basic|joblib|submitit_local|slurm|slurm_cpu;
+# Reproduction targets: PROFILE=paper (default) or smoke; LAUNCHER=basic|joblib|submitit_local|slurm|slurm_cpu|slurm_shared;
 # OVERRIDES="key=value ..." go to every job (hydra.launcher.* included), e.g.
 #   make fig4 LAUNCHER=slurm OVERRIDES="hydra.launcher.gpus_per_node=0 hydra.launcher.partition=cpu"
 PROFILE ?= paper
@@ -19,11 +19,11 @@ study = $(PY) -m blf.study $(1) --profile $(PROFILE) --launcher $(LAUNCHER) --jo
 
 .DEFAULT_GOAL := help
 .PHONY: help install demo test test-all bench fig1 fig2 fig3 fig4 fig5 fig7 table1 table2 table3 table4 table5 \
-	paper mnist-2c2f wandb-sync lint gpu-wheels gpu-check test-slurm
+	paper mnist-2c2f wandb-sync lint gpu-wheels gpu-check test-slurm test-gpu-path
 
 help: ## List the targets
 	@grep -hE '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
-	@echo "Variables for fig*/table*: PROFILE=paper|smoke (default paper), LAUNCHER=basic|joblib|submitit_local|slurm|slurm_cpu, JOBS=N (joblib),"
+	@echo "Variables for fig*/table*: PROFILE=paper|smoke (default paper), LAUNCHER=basic|joblib|submitit_local|slurm|slurm_cpu|slurm_shared, JOBS=N (joblib),"
 	@echo "  OVERRIDES=\"key=value ...\" (added to every job, e.g. trainer.amp=bf16 or hydra.launcher.partition=cpu)"
 
 install: $(STAMP) ## Create .venv from requirements.txt (once; again only if requirements.txt changes)
@@ -40,6 +40,9 @@ demo: install ## MNIST: train 2C2F baseline and 2C2F+BLF, PGD over the eps grid,
 
 test: install ## Fast test suite (a few minutes on 2 CPU cores; TEST_JOBS parallel workers)
 	$(PY) -m pytest -n $(TEST_JOBS) -m "not slow and not slurm"
+
+test-gpu-path: install ## The end-to-end stage of make gpu-check, on tiny settings on the CPU (about 5 minutes; CI runs it)
+	$(PY) -m pytest tests/test_gpu_check.py -m slow -k end_to_end
 
 test-all: install ## All tests, including those marked slow (not the SLURM ones: make test-slurm)
 	$(PY) -m pytest -m "not slurm"

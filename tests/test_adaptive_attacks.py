@@ -226,21 +226,45 @@ def test_a_run_trained_before_the_adaptive_budgets_existed_is_evaluated_and_resu
 BF16_OPTIONS = sorted({p.stem for p in (CONF / "attack").glob("*.yaml")} - {"adaptive", "transfer"})
 CHEAP = {"square": {"n_queries": 20}, "apgd_ce": {"n_iter": 3, "n_restarts": 1},
          "apgd_t": {"n_iter": 3, "n_restarts": 1, "n_target_classes": 1}, "spsa": {"nb_iter": 1, "nb_sample": 8},
-         "autoattack": {"version": "rand"}}
+         "autoattack": {"version": "standard"}}
+
+
+def small_autoattack(monkeypatch):
+    """pyautoattack's AutoAttack with every sub-attack cut to a few iterations or queries: the
+    real ensemble and its code paths, at a cost a test can pay."""
+    import pyautoattack
+
+    class Small(pyautoattack.AutoAttack):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            for attack in (self.apgd, self.apgd_targeted, self.fab):
+                attack.n_iter = 2
+            self.apgd_targeted.n_target_classes = self.fab.n_target_classes = 1
+            self.square.n_queries = 10
+            self.apgd.eot_iter = self.apgd_targeted.eot_iter = min(self.apgd.eot_iter, 2)
+
+    monkeypatch.setattr(pyautoattack, "AutoAttack", Small)
 
 
 @pytest.mark.parametrize("name", BF16_OPTIONS)
-def test_attacks_run_under_bf16_autocast(name):
+def test_attacks_run_under_bf16_autocast(name, monkeypatch):
     """pyautoattack keeps float32 buffers beside the model's output: under bf16 autocast Square's
-    index puts failed (BFloat16 vs Float) once 32 or more points were attacked."""
+    index puts failed (BFloat16 vs Float) once 32 or more points were attacked. A tiny CIFAR-10
+    ResNet-18 and 64 points, labelled by the model's own clean predictions and attacked at a
+    budget too small to break them: every point reaches every attack of an ensemble."""
     from blf.nn import precision
     from conftest import option
 
+    small_autoattack(monkeypatch)
     torch.manual_seed(0)
-    classifier = models.build(option("model", "2c2f"), heads.BLF(1.0), (1, 28, 28), 10).eval()
-    x, y = torch.rand(40, 1, 28, 28), torch.randint(0, 10, (40,))
+    classifier = models.build(option("model", "resnet18", width=8, blocks=[1, 1, 1, 1]), heads.BLF(1.0), (3, 32, 32),
+                              10).eval()
+    x = torch.rand(64, 3, 32, 32)
+    eps = 1e-4
     settings = CHEAP.get(name, {"nb_iter": 3})
-    attack = attacks.build(name, attack_config(name, eps=[0.1], **settings))
+    attack = attacks.build(name, attack_config(name, eps=[eps], **settings))
     with precision.autocast(CPU, "bf16"):
-        x_adv = attack.perturb(classifier, x, y, 0.1)
-    assert x_adv.dtype == torch.float32 and (x_adv - x).abs().max() <= 0.1 + 1e-6
+        with torch.no_grad():
+            y = classifier(x).argmax(1)
+        x_adv = attack.perturb(classifier, x, y, eps)
+    assert x_adv.dtype == torch.float32 and x_adv.shape == x.shape and (x_adv - x).abs().max() <= eps + 1e-6

@@ -156,6 +156,20 @@ def _common(cfg: DictConfig, optimisation_from=None) -> Assembly:
     return Assembly(config, where, dataset.to(where), classifier, regularizer, mode, chosen, evaluation, optimisation)
 
 
+# torch.compile's modes: reduce-overhead replays the steps as CUDA graphs (no launch or Python
+# overhead per kernel; on a CPU it compiles as `default` does).
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+
+
+def compile_mode(value) -> str | None:
+    """`trainer.compile`: false (eager), true (torch.compile's default mode) or a mode's name."""
+    if isinstance(value, bool):
+        return "default" if value else None
+    if isinstance(value, str) and value in COMPILE_MODES:
+        return value
+    raise ConfigError(f"trainer.compile={value!r} is not allowed; allowed: true, false, {', '.join(COMPILE_MODES)}")
+
+
 def _optimisation(cfg: DictConfig, classifier: Classifier, where: torch.device) -> Optimisation:
     C.number("optim.lr", cfg.optim.lr, gt=0)
     C.number("optim.weight_decay", cfg.optim.weight_decay, ge=0)
@@ -174,7 +188,8 @@ def _optimisation(cfg: DictConfig, classifier: Classifier, where: torch.device) 
     )
     # Decided once, where the model is built (nanoGPT-style): the training steps call the
     # compiled view, which shares the classifier's parameters.
-    stepper = torch.compile(classifier) if C.boolean("trainer.compile", cfg.trainer.compile) else classifier
+    mode = compile_mode(cfg.trainer.compile)
+    stepper = classifier if mode is None else torch.compile(classifier, **({} if mode == "default" else {"mode": mode}))
     return Optimisation(settings, optimizer, scheduler, stepper)
 
 

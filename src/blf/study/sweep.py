@@ -15,7 +15,7 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from blf import config as C
 from blf.errors import ConfigError
 
-LAUNCHERS = ("basic", "joblib", "submitit_local", "slurm", "slurm_cpu")
+LAUNCHERS = ("basic", "joblib", "submitit_local", "slurm", "slurm_cpu", "slurm_shared")
 
 
 def expand(overrides: list[str]) -> list[list[str]]:
