@@ -18,6 +18,7 @@ less. `PACKING` is what one measurement found; it is applied to the MNIST runs.
 from __future__ import annotations
 
 import argparse
+import functools
 import itertools
 import sys
 from dataclasses import dataclass
@@ -86,6 +87,7 @@ def planned_runs(name: str, profile: str = "paper") -> pd.DataFrame:
                                                                                        exact=("exact", "all"))
 
 
+@functools.cache  # composing a config takes a while; the docs' tables ask for each many times
 def epochs(name: str, profile: str, dataset: str, model: str, training: str) -> int:
     cfg = spec.run_config(name, profile, [f"dataset={dataset}", f"model={model}", f"training={training}"])
     return int(cfg.trainer.epochs)
