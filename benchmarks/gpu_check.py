@@ -225,7 +225,7 @@ def matmul_peak(device: torch.device, tiny: bool) -> dict:
 def pgd100(amp: str, args) -> dict:
     cfg = config("resnet18", "standard", amp, False, 16, args.tiny, args.batch, args.device)
     run = assembly.for_evaluation(cfg)
-    n = 16 if args.tiny else 512
+    n = 8 if args.tiny else 512
     x, y = run.dataset.test.batch(slice(0, n), run.device)
     with models.frozen(run.classifier), precision.autocast(run.device, amp):
         pgd(run.classifier, x[:2], y[:2], eps=8 / 255, nb_iter=2, eps_iter=2 / 255)  # warm-up
@@ -238,7 +238,7 @@ def pgd100(amp: str, args) -> dict:
 
 
 def trained_accuracy(amp: str, args) -> tuple[float, assembly.Assembly]:
-    images = 256 if args.tiny else 10_240
+    images = 128 if args.tiny else 10_240
     cfg = config("resnet18", "standard", amp, False, images, args.tiny, args.batch, args.device,
                  ("optim.lr=0.05", "trainer.epochs=2"))
     run = assembly.for_training(cfg)

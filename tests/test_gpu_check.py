@@ -30,7 +30,7 @@ def make(*args: str) -> subprocess.CompletedProcess:
 def test_the_check_measures_every_case_and_writes_one_json(tmp_path):
     out = tmp_path / "gpu-check.json"
     result = make(f"GPU_PYTHON={sys.executable}",
-                  f"GPU_CHECK_ARGS=--tiny --no-compile --no-end-to-end --batches 2 --out {out}", "gpu-check")
+                  f"GPU_CHECK_ARGS=--tiny --no-compile --no-end-to-end --batches 1 --out {out}", "gpu-check")
     assert result.returncode == 0, result.stderr[-3000:]
     report = json.loads(out.read_text())
     assert report["device"] == "cpu" and report["torch"] and report["epoch_images"] == 50_000

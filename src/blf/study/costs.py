@@ -56,6 +56,11 @@ def _split(value) -> list[str]:
 def planned_runs(name: str, profile: str = "paper") -> pd.DataFrame:
     """One row per (stage, dataset, model, training): `runs`, and `exact` (False where per-attack
     tuning makes the seeds stage an upper bound)."""
+    return _planned_runs(name, profile).copy()
+
+
+@functools.cache  # reading a spec composes configs; the docs' tables ask for each study twice
+def _planned_runs(name: str, profile: str) -> pd.DataFrame:
     cfg = spec.load(name, profile)
     study = cfg.study
     base = spec.run_config(name, profile)  # what an entry that names no dataset, model or training runs
