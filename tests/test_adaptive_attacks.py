@@ -257,7 +257,7 @@ def test_attacks_run_under_bf16_autocast(name, monkeypatch):
 
     small_autoattack(monkeypatch)
     torch.manual_seed(0)
-    classifier = models.build(option("model", "resnet18", width=8, blocks=[1, 1, 1, 1]), heads.BLF(1.0), (3, 32, 32),
+    classifier = models.build(option("model", "resnet18", width=4, blocks=[1, 1, 1, 1]), heads.BLF(1.0), (3, 32, 32),
                               10).eval()
     x = torch.rand(64, 3, 32, 32)
     eps = 1e-4
