@@ -82,13 +82,13 @@ def train_epoch(
     device and read once at the end (no per-step synchronisation).
     """
     classifier.train()
+    compiled = hasattr(classifier, "_orig_mod")  # the torch.compile'd view of the classifier
     order = torch.randperm(len(split), generator=generator).to(split.labels.device)
     loss_sum = torch.zeros((), device=device)
     correct = torch.zeros((), dtype=torch.long, device=device)
     for start in bar(range(0, len(split), batch_size), desc=desc, unit="batch", enabled=progress):
-        # A new training step for torch.compile's CUDA graphs (trainer.compile=reduce-overhead): the
-        # last step's outputs may be overwritten. Costs nothing otherwise.
-        torch.compiler.cudagraph_mark_step_begin()
+        if compiled:  # a new step for torch.compile's CUDA graphs (trainer.compile=reduce-overhead)
+            torch.compiler.cudagraph_mark_step_begin()
         x, y = split.batch(order[start : start + batch_size], device)
         if augment is not None:
             x = augment(x)
