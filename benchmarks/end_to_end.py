@@ -66,9 +66,7 @@ class Stage:
     (time.perf_counter() seconds), and keeps their outcomes."""
 
     work: Path
-    device: str
     deadline: float
-    tiny: bool
     steps: list[dict] = field(default_factory=list)
 
     def environment(self) -> dict:
@@ -173,10 +171,16 @@ def check_device(folder: Path, device: str) -> list[str]:
     return ["-c", code, str(folder), device]
 
 
+def real_mnist(tiny: bool) -> bool:
+    """Whether the demo trains on real MNIST: where its files are here (a GPU machine carries
+    data/MNIST/raw) and the stage is not the CPU's tiny one."""
+    return (REPO / "data" / "MNIST" / "raw").is_dir() and not tiny
+
+
 def mnist_overrides(tiny: bool) -> list[str]:
-    """The demo's settings for this stage: real MNIST where its files are here (a GPU machine
-    carries data/MNIST/raw), synthetic data otherwise; one epoch, a few hundred test images."""
-    real = (REPO / "data" / "MNIST" / "raw").is_dir() and not tiny
+    """The demo's settings for this stage: real MNIST or synthetic data (real_mnist); one epoch, a
+    few hundred test images."""
+    real = real_mnist(tiny)
     data = ["dataset.download=false", "dataset.n_train=6000"] if real else [
         "dataset.synthetic=true", "dataset.synthetic_train=256", "dataset.synthetic_test=64"]
     n = 200 if not tiny else 32
@@ -197,7 +201,7 @@ def cifar_overrides(run: Path, head: str, training: str, tiny: bool, device: str
 def run(work: Path, device: str, deadline: float, tiny: bool) -> dict:
     """The stage; returns its JSON entry."""
     begin = time.perf_counter()
-    stage = Stage(work, device, deadline, tiny)
+    stage = Stage(work, deadline)
     demo = work / "mnist_demo"
     stage.run("study_demo_mnist", ["-m", "blf.study", "demo", "--sweep-dir", str(demo / "sweep"), "--out-dir",
                                    str(demo / "results"), *mnist_overrides(tiny), f"device={device}"])
@@ -226,8 +230,7 @@ def run(work: Path, device: str, deadline: float, tiny: bool) -> dict:
     failed = [s["step"] for s in stage.steps if s["status"] != "pass"]
     return {"device": device, "seconds": round(time.perf_counter() - begin, 1), "passed": not failed,
             "not_passed": failed, "steps": stage.steps, "attacks": ATTACKS, "analyses": ANALYSES,
-            "export_formats": list(FORMATS), "mnist": "synthetic" if tiny or not (REPO / "data" / "MNIST" / "raw").is_dir()
-            else "real (6,000 training images)"}
+            "export_formats": list(FORMATS), "mnist": "real (6,000 training images)" if real_mnist(tiny) else "synthetic"}
 
 
 def _report_holds(out: Path, runs: int) -> None:

@@ -56,9 +56,8 @@ import end_to_end  # noqa: E402
 from hydra import compose, initialize_config_dir  # noqa: E402
 
 from blf import assembly  # noqa: E402
-from blf.compat import advertorch_attacks  # noqa: E402
 from blf.eval import integrity  # noqa: E402
-from blf.eval.attacks.pgd import pgd  # noqa: E402
+from blf.eval.attacks.pgd import PGD, pgd  # noqa: E402
 from blf.eval.robustness import clean_accuracy  # noqa: E402
 from blf.nn import models, precision  # noqa: E402
 from blf.run import storage  # noqa: E402
@@ -122,10 +121,10 @@ class AdvertorchPGDAdversarial(objectives.PGDAdversarial):
     `LinfPGDAttack` (the same random start, steps and projection as ours)."""
 
     def adversarial(self, classifier, x, y):
-        attack = advertorch_attacks().LinfPGDAttack(classifier, eps=self.eps, nb_iter=self.nb_iter,
-                                                    eps_iter=self.eps_iter, rand_init=True, clip_min=0.0, clip_max=1.0)
+        # The PGD attack's own advertorch route (`attack.pgd.implementation=advertorch`).
+        attack = PGD([self.eps], self.nb_iter, self.eps_iter, implementation="advertorch")
         with models.frozen(classifier):
-            return attack.perturb(x, y)
+            return attack.once(classifier, x, y, self.eps, y)
 
 
 class FlopCount(TorchDispatchMode):

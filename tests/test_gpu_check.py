@@ -80,7 +80,7 @@ def test_cases_that_do_not_fit_the_budget_are_skipped_not_run(tmp_path):
 def test_a_failing_step_is_reported_with_its_error_and_the_steps_that_need_it_are_skipped(tmp_path):
     import time
 
-    stage = check_module().end_to_end.Stage(tmp_path, "cpu", time.perf_counter() + 60, tiny=True)
+    stage = check_module().end_to_end.Stage(tmp_path, time.perf_counter() + 60)
     assert not stage.run("first", ["-c", "import sys; print('the reason'); sys.exit(3)"])
     assert stage.run("second", ["-c", "import blf, hydra"])  # the caller's PYTHONPATH and src reach the step
     assert not stage.run("third", ["-c", "pass"], needs=("first", "second"))
