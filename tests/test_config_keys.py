@@ -105,6 +105,7 @@ INTEGRITY = {"eval.integrity.enabled": True}
 SQUARE = {"attack": "[pgd,square]", "attack.square.n_queries": 20, "attack.square.eps": "[0.1]", **INTEGRITY}
 SURFACE = {"analysis": "[loss_surface]", "eval.loss_surface.points": 2, "eval.loss_surface.radius": 0.1,
            "eval.loss_surface.step": 0.05}
+AUDIT = {"analysis": "[audit]", "analysis.audit.budget": "quick", "analysis.audit.max_n": 8, "analysis.audit.eps": "[0.05]"}
 SWEEP = {"analysis": "[budget_sweep]", "analysis.budget_sweep.steps": "[1,2]", "analysis.budget_sweep.restarts": "[1,2]",
          "analysis.budget_sweep.restart_steps": 2, "analysis.budget_sweep.max_n": 8}
 
@@ -294,6 +295,7 @@ PROBES: dict[str, Probe | Covered | tuple[Probe, ...]] = {
     # analyses (operator_norm.py, loss_surface.py, budget_sweep.py)
     "analysis.operator_norm": P("evaluate", {"analysis": "[operator_norm]"}, {"analysis": "[]"}),
     "analysis.loss_surface": P("evaluate", {"analysis": "[loss_surface]"}, {"analysis": "[]"}),
+    **probes("analysis.audit", "evaluate", AUDIT, eps="[0.1]", budget="standard", max_n=4),
     **probes("analysis.budget_sweep", "evaluate", SWEEP, eps=0.05, eps_iter=0.05, steps="[1,3]", restarts="[1,3]",
              restart_steps=3, max_n=4),
     # evaluation settings (eval group: eval/robustness.py, eval/assessment.py, eval/integrity.py)

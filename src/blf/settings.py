@@ -8,14 +8,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from blf import config as C
 from blf.data import Augmentation
 from blf.eval import budget_sweep
 from blf.nn import precision
 
-ANALYSES = ("operator_norm", "loss_surface", "budget_sweep")
+ANALYSES = ("operator_norm", "loss_surface", "budget_sweep", "audit")
+AUDIT_BUDGETS = ("quick", "standard", "thorough")  # conf/audit.yaml
 CHECKPOINTS = ("best", "last")
 SELECTION_SPLITS = ("test", "validation")
 
@@ -51,6 +52,7 @@ class EvalSettings:
     integrity: DictConfig
     loss_surface: DictConfig
     sweep: dict | None  # analysis.budget_sweep, checked
+    audit: dict | None  # analysis.audit, checked
     amp: str
     progress: bool
 
@@ -82,6 +84,16 @@ class EvalSettings:
             integrity=spec.integrity,
             loss_surface=spec.loss_surface,
             sweep=budget_sweep.settings(cfg.analysis.budget_sweep) if "budget_sweep" in analyses else None,
+            audit=audit_settings(cfg.analysis.audit) if "audit" in analyses else None,
             amp=precision.policy(cfg.trainer.amp),
             progress=C.boolean("progress", cfg.progress),
         )
+
+
+def audit_settings(cfg: DictConfig) -> dict:
+    """analysis.audit, checked (one line per bad value)."""
+    eps = [C.number("analysis.audit.eps", e, ge=0) for e in (cfg.eps if OmegaConf.is_list(cfg.eps) else [cfg.eps])]
+    if not eps:
+        raise C.ConfigError("analysis.audit.eps is empty; allowed: a list of numbers >= 0")
+    return {"eps": eps, "budget": C.choice("analysis.audit.budget", cfg.budget, AUDIT_BUDGETS),
+            "max_n": C.integer("analysis.audit.max_n", cfg.max_n, ge=1)}

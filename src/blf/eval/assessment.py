@@ -34,6 +34,7 @@ class Assessment:
 
     def __init__(self, workspace: RunFolder, run: Assembly):
         self.workspace, self.assembly, self.settings = workspace, run, run.evaluation
+        self.cards = []  # audits (analysis=audit) made by this assessment, for the tracker
         self.dataset, self.classifier, self.device = run.dataset, run.classifier, run.device
         # The transfer attack finds its source beside this run; an attack that cannot run here is left out.
         self.attacks = [attack for attack in run.attacks if attack.locate(workspace.root, run.identity())]
@@ -147,6 +148,35 @@ class Assessment:
             rows += [{**self.common, **r} for r in budget_sweep.sweep(
                 self.classifier, self.subset, self.settings.sweep, batch_size=self.batch_size, device=self.device,
                 seed=self.seed, progress=self.settings.progress)]
+        if "audit" in self.settings.analyses:
+            rows += self.audit_rows(self.settings.audit)
+        return rows
+
+    def audit_rows(self, cfg: dict) -> list[dict]:
+        """blf.audit on the first `max_n` examples of the subset: its card in the run folder
+        (analysis/audit_<budget>.*), one row per eps, and the card kept for the tracker."""
+        from blf.audit import audit  # the audit composes the evaluation's attacks; imported where it runs
+
+        subset = self.subset.first(min(len(self.subset), cfg["max_n"]))
+        x, y = subset.batch(slice(None), self.device)
+        card = audit(self.classifier, x, y, cfg["eps"], dataset=self.dataset.name, budget=cfg["budget"], seed=self.seed,
+                     device=self.device, batch_size=self.batch_size, progress=self.settings.progress,
+                     name=self.workspace.root.name, data=f"the first {len(y)} examples of the evaluation subset")
+        stem = self.workspace.root / "analysis" / f"audit_{cfg['budget']}"
+        card.write(stem)
+        self.cards.append(card)
+        rows = []
+        for entry in card.to_dict()["eps"]:
+            if entry["eps"] == 0:
+                continue
+            rows.append({**self.common, "kind": Kind.AUDIT, "attack": f"audit_{cfg['budget']}", "eps": entry["eps"],
+                         "audit_n": entry["n"], "accuracy": entry["audited"]["accuracy"],
+                         "reported_accuracy": entry["reported"]["accuracy"], "audit.reported_attack": entry["reported"]["attack"],
+                         "audit.verdict": entry["audited"]["verdict"], "audit.reason": entry["audited"]["reason"],
+                         "audit.reported_verdict": entry["reported_verdict"]["verdict"],
+                         "audit.reported_reason": entry["reported_verdict"]["reason"],
+                         **{f"audit.flagged.{k}": v["share"] for k, v in entry["indicators"].items()},
+                         "arrays": f"analysis/{stem.name}.json"})
         return rows
 
     def derived_rows(self) -> tuple[list[dict], list[integrity.Verdict]]:
@@ -182,4 +212,6 @@ def assess(workspace: RunFolder, run: Assembly, tracker, *, skip_done: bool) -> 
     added, _ = assessment.run()
     recorded = assessment.recorded()
     tracker.log_evaluation(recorded, added)
+    for card in assessment.cards:
+        tracker.log_audit(card.summary(), card.figure())
     return recorded, added

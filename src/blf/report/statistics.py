@@ -133,6 +133,19 @@ def seed_spread(values: Sequence[float]) -> Interval:
     return Interval(mean, mean - half, mean + half, f"t over {k} seeds", p_value=t_two_sided_p(t, k - 1), std=std)
 
 
+def mean_interval(values: Sequence[float]) -> Interval:
+    """The mean of per-example values (a randomized model's share of draws survived, in %, or
+    their paired differences) with a Student t-interval over the examples."""
+    values = np.asarray(values, dtype=float)
+    k = len(values)
+    mean = float(values.mean())
+    if k < 2:
+        return point(mean, "mean of one example")
+    std = float(values.std(ddof=1))
+    half = t_quantile(k - 1) * std / math.sqrt(k)
+    return Interval(mean, mean - half, mean + half, f"t over {k} examples", std=std)
+
+
 def estimate(found: Sequence[Sample]) -> Interval:
     """A cell's value with its interval: t over seeds, Wilson for one run of an accuracy, else a point."""
     if len(found) >= 2:

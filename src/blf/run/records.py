@@ -56,6 +56,7 @@ class Kind(StrEnum):
     LOSS_SURFACE = "loss_surface"  # one data point: point, example, label, max_minus_min, arrays (Table 5)
     BUDGET_SWEEP = "budget_sweep"  # one PGD budget at one eps: attack.nb_iter, attack.restarts, sweep_n, accuracy
     VALIDATION = "validation"  # one (attack, eps) on the validation split (eval.selection_split): n, correct, accuracy
+    AUDIT = "audit"  # one eps of blf.audit (analysis=audit): audit_n, accuracy (audited), reported_accuracy, audit.* verdicts and shares
 
 
 # The attack name of worst-case rows (a row per eps, beside the attacks it summarises).

@@ -89,6 +89,9 @@ class Tracker:
     def log_tables(self, tables: Mapping[str, pd.DataFrame]) -> None:
         pass
 
+    def log_audit(self, summary: Mapping, figure) -> None:
+        pass
+
     def finish(self) -> None:
         pass
 
@@ -188,6 +191,12 @@ class WandbTracker(Tracker):
         """Frames as W&B tables under `report/<name>` (a study's side-by-side and claims)."""
         self.run.log({f"report/{name}": self.wandb.Table(dataframe=frame.astype(object).where(frame.notna(), None))
                       for name, frame in tables.items()})
+
+    def log_audit(self, summary: Mapping, figure) -> None:
+        """An audit's card (blf.audit, analysis=audit): its numbers as summary keys
+        (audit/eps=<e>/...), its figure as an image."""
+        self.run.summary.update(dict(summary))
+        self.run.log({"audit/figure": self.wandb.Image(figure)})
 
     def finish(self) -> None:
         self.run.finish()

@@ -74,7 +74,7 @@ class MarginPGD(PGD):
     def objective(self, model, x, labels):
         values, logits = _outputs(model, x, self.outputs)
         margin = cw_margin if self.loss == "cw" else dlr
-        return margin(values.float(), labels).sum(), logits
+        return margin(values.float(), labels), logits
 
 
 class PrelogitTargeted(PGD):
@@ -106,7 +106,7 @@ class PrelogitTargeted(PGD):
         z, logits = model.prelogits_and_logits(x)
         z = z.float()
         y, t = labels[:, 0], labels[:, 1]
-        return (z.gather(1, t[:, None]) - z.gather(1, y[:, None])).sum(), logits
+        return (z.gather(1, t[:, None]) - z.gather(1, y[:, None])).squeeze(1), logits
 
     def perturb(self, model, x, y, eps):
         with torch.no_grad():

@@ -21,9 +21,10 @@ from blf.nn.input_gradient import fast_input_gradients
 
 
 def cross_entropy(model: nn.Module, x: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """PGD's loss (advertorch's default): summed cross-entropy of the logits, with the logits."""
+    """PGD's loss (advertorch's default, cross-entropy of the logits) per example, with the
+    logits; `pgd` ascends its sum."""
     logits = model(x)
-    return F.cross_entropy(logits, labels, reduction="sum"), logits
+    return F.cross_entropy(logits, labels, reduction="none"), logits
 
 
 def pgd(
@@ -38,15 +39,19 @@ def pgd(
     targeted: bool = False,
     loss=cross_entropy,
     keep_broken: torch.Tensor | None = None,
+    observe=None,
 ) -> torch.Tensor:
     """L-infinity PGD; `y` is the target class when `targeted` (the loss is then descended).
     Call it with the model in eval mode and its parameters frozen (models.frozen).
 
-    `loss(model, x, labels)` gives (the summed loss to ascend, the logits the model predicts
-    with); adaptive attacks pass their own (margin losses, pre-logit losses, surrogate heads).
+    `loss(model, x, labels)` gives (the loss to ascend per example, the logits the model
+    predicts with); PGD ascends its sum. Adaptive attacks pass their own (margin losses,
+    pre-logit losses, surrogate heads).
     With `keep_broken` (the true labels), an example keeps the first iterate that the model
     misclassifies: where the loss is not monotone in the logits (a bounded head), a later step
-    can undo a success that an earlier one found."""
+    can undo a success that an earlier one found.
+    `observe(x, losses, logits)`, if given, sees every iterate (detached) and, last, the point
+    returned: the audit's indicators of attack failure read the optimisation from it (blf.audit)."""
     delta = torch.zeros_like(x)
     if rand_init:
         # Same draw as advertorch's rand_init_delta, so both start from the same point.
@@ -58,8 +63,10 @@ def pgd(
         delta.requires_grad_(True)
         with fast_input_gradients():
             value, logits = loss(model, x + delta, y)
-        (grad,) = torch.autograd.grad(value, delta)
+        (grad,) = torch.autograd.grad(value.sum(), delta)
         with torch.no_grad():
+            if observe is not None:
+                observe((x + delta).detach(), value.detach(), logits.detach())
             if found is not None:
                 new = (logits.argmax(1) != keep_broken) & ~found
                 best[new] = (x + delta)[new]
@@ -69,9 +76,12 @@ def pgd(
             delta = delta.clamp_(-eps, eps)
             delta = (x + delta).clamp_(0.0, 1.0) - x
     last = (x + delta).clamp_(0.0, 1.0).detach()
-    if found is None:
-        return last
-    return torch.where(found.view(-1, *[1] * (x.dim() - 1)), best, last)
+    returned = last if found is None else torch.where(found.view(-1, *[1] * (x.dim() - 1)), best, last)
+    if observe is not None:
+        with torch.no_grad():
+            value, logits = loss(model, returned, y)
+            observe(returned, value.detach(), logits.detach())
+    return returned
 
 
 IMPLEMENTATIONS = ("native", "advertorch")
@@ -102,6 +112,8 @@ class PGD(Attack):
     # Whether an example keeps the first iterate that breaks it (pgd's keep_broken): for losses
     # that are not monotone in the prediction; plain PGD keeps advertorch's last iterate.
     keep_broken = False
+    # An optional hook that sees every iterate (pgd's `observe`): the audit's indicators read it.
+    observe = None
 
     def __init__(self, eps, nb_iter: int, eps_iter: float, rand_init: bool = True, restarts: int = 1,
                  targeted: bool = False, target: str = "random", implementation: str = "native", *, name: str | None = None):
@@ -139,7 +151,7 @@ class PGD(Attack):
         }
 
     def objective(self, model: nn.Module, x: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(the summed loss PGD ascends, the logits) at x; `labels` are targets when targeted."""
+        """(the loss PGD ascends, per example, and the logits) at x; `labels` are targets when targeted."""
         return cross_entropy(model, x, labels)
 
     def once(self, model, x, labels, eps, y):
@@ -147,7 +159,7 @@ class PGD(Attack):
         if self.implementation == "native":
             return pgd(model, x, labels, eps=eps, nb_iter=self.nb_iter, eps_iter=self.eps_iter,
                        rand_init=self.rand_init, targeted=self.targeted, loss=self.objective,
-                       keep_broken=y if self.keep_broken else None)
+                       keep_broken=y if self.keep_broken else None, observe=self.observe)
         adversary = advertorch_attacks().LinfPGDAttack(
             model, eps=eps, nb_iter=self.nb_iter, eps_iter=self.eps_iter, rand_init=self.rand_init,
             clip_min=0.0, clip_max=1.0, targeted=self.targeted,
