@@ -142,6 +142,7 @@ RUN_BY = {
     "python src/evaluate.py": "tests/test_readme.py::test_evaluate_commands_run",
     "python -m blf.study": "tests/test_readme.py::test_study_commands_run_with_their_overrides",
     "python -m blf.export": "tests/test_readme.py::test_export_commands_run",
+    "python -m blf.audit": "tests/test_readme.py::test_audit_commands_run",
     "make fig": "tests/test_readme.py::test_make_targets_pass_their_variables_to_the_study",
     "make demo": "tests/test_newcomer.py::test_the_demo_ends_with_its_table_and_how_to_read_it",
     "make help": "tests/test_readme.py::test_make_help_lists_every_target",
@@ -184,6 +185,28 @@ def test_make_help_lists_every_target():
     assert result.returncode == 0
     documented = {line.split()[1] for _, line, _ in command_lines() if line.startswith("make ")}
     assert documented <= set(re.findall(r"^\s*make (\S+)", result.stdout, flags=re.M)), result.stdout
+
+
+@pytest.mark.parametrize("line", [c for c in commands("python -m blf.audit") if "--model" not in c])  # factories: test_audit.py
+def test_audit_commands_run(line, tmp_path):
+    """The audit as documented, on a tiny MNIST run (and its torch.export) in place of the demo's
+    run folder and `export/`, on 20 synthetic test images with the quick budget."""
+    from blf.export import export
+
+    run_dir = tmp_path / "run"
+    app.train(compose_config("train", as_overrides(tiny_train({"head": "blf"}))), run_dir)
+    export(run_dir, "torch_export", tmp_path / "export")
+    swap = {"multirun/demo/head:blf+seed:0": str(run_dir), "export/": str(tmp_path / "export"),
+            "audit/": str(tmp_path / "audit")}
+    words = [swap.get(w, w) for w in shlex.split(line)[3:]]
+    result = subprocess.run([sys.executable, "-m", "blf.audit", *words, "--synthetic", "--n", "20", "--budget", "quick",
+                             "--no-progress"], cwd=REPO, capture_output=True, text=True,
+                            env={**os.environ, "PYTHONPATH": str(REPO / "src")}, timeout=300)
+    if "--strict" in words:  # 20 images and the quick budget are never "reliable": --strict says so
+        assert result.returncode == 1 and "!! --strict" in result.stderr, result.stderr[-2000:]
+    else:
+        assert result.returncode == 0, result.stderr[-2000:]
+    assert "# Audit of" in result.stdout and "(a) the audited number" in result.stdout
 
 
 @pytest.mark.parametrize("line", commands("python -m blf.export"))

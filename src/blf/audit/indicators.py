@@ -51,6 +51,7 @@ class Trace:
     def __init__(self, y: torch.Tensor):
         self.y = y
         self.losses: list[torch.Tensor] = []
+        self.margins: list[torch.Tensor] = []  # max_{i != y} logit_i - logit_y: > 0 misclassified
         self.adversarial: list[torch.Tensor] = []
         self.first: torch.Tensor | None = None
         self.found = torch.zeros_like(y, dtype=torch.bool)
@@ -58,6 +59,7 @@ class Trace:
     def __call__(self, x: torch.Tensor, losses: torch.Tensor, logits: torch.Tensor) -> None:
         wrong = logits.argmax(1) != self.y
         self.losses.append(losses.float().cpu())
+        self.margins.append(cw_margin(logits.float(), self.y).cpu())
         self.adversarial.append(wrong.cpu())
         if self.first is None:
             self.first = x.clone()
@@ -97,16 +99,29 @@ def incomplete_optimization(trace: Trace, survives: torch.Tensor, window: float,
 
 def non_converging_restarts(traces: list[Trace], outcomes: list[torch.Tensor], survives: torch.Tensor,
                             spread: float) -> torch.Tensor:
-    """Restarts of one attack disagree on an example: some break it and some do not, or their
-    final losses differ by more than `spread` of their scale."""
+    """Restarts of one attack disagree on an example: some break it and some do not, or the
+    margins (max_{i != y} logit_i - logit_y) they end at spread over more than `spread` x the
+    distance still separating the best of them from misclassification: then another restart may
+    well cross it."""
     if len(traces) < 2:
         return torch.zeros_like(survives)
     held = torch.stack(outcomes)
     disagree = held.any(0) & ~held.all(0)
-    finals = torch.stack([t.final_loss() for t in traces])
-    scale = finals.abs().amax(0).clamp_min(1e-12)
-    wide = (finals.amax(0) - finals.amin(0)) > spread * scale
+    finals = torch.stack([t.margins[-1] for t in traces])
+    gap = (-finals.amax(0)).clamp_min(0)
+    wide = (finals.amax(0) - finals.amin(0)) > spread * gap
     return (disagree | wide) & survives
+
+
+def restarts_still_pay(traces: list[Trace], survives: torch.Tensor, gain: float) -> torch.Tensor:
+    """After more restarts: the second half of them brought the best final margin closer to
+    misclassification, by more than `gain` x the distance that remains (doubling the restarts
+    still changes the result, Carlini et al. 2019)."""
+    finals = torch.stack([t.margins[-1] for t in traces])
+    half = max(1, len(traces) // 2)
+    best, first = finals.amax(0), finals[:half].amax(0)
+    gap = (-best).clamp_min(0)
+    return (best - first > gain * gap) & (best > first) & survives
 
 
 def input_gradients(model: nn.Module, x: torch.Tensor, y: torch.Tensor, relative_floor: float) -> dict[str, torch.Tensor]:

@@ -185,7 +185,7 @@ class Procedure:
         flags["incomplete_optimization"] = I.incomplete_optimization(
             traces[0], standing, t.incomplete_optimization.window, t.incomplete_optimization.min_gain)
         flags["non_converging_restarts"] = I.non_converging_restarts(
-            traces, [(s > 0) for s in runs], standing, t.non_converging_restarts.loss_spread)
+            traces, [(s > 0) for s in runs], standing, t.non_converging_restarts.margin_spread)
         flags["unavailable_gradients"] = self.gradient_flags(plain, reported_points, standing)
         flags["unstable_predictions"] = self.unstable(reported_points) & standing if self.subject.randomized else \
             torch.zeros(n, dtype=torch.bool)
@@ -348,16 +348,17 @@ class Procedure:
         index = self.flagged_standing(ledger, flags, "non_converging_restarts", fix)
         result = None
         if len(index):
+            # At the longer attack's steps: restarts of an attack that has not finished disagree for that reason.
             count = self.budget.restarts * self.budget.restarts_factor
-            attack = self.pgd_like(self.reported)
+            attack = self.pgd_like(self.reported, nb_iter=self.reported.nb_iter * self.budget.steps_factor)
             traces, outcomes = [], []
             with self.bar(f"eps={eps:g} fix: {count} restarts", len(index) * count) as bar:
                 for r in range(count):
                     points, trace = self.run(attack, self.subject.crafter(), index, eps, bar, traced=True,
                                              seed_offset=100 + r)
-                    outcomes.append(ledger.record(f"{self.reported.name}_x{count}_restarts", index, points) > 0)
+                    outcomes.append(ledger.record(f"{self.reported.name}-{attack.nb_iter}_x{count}_restarts", index, points) > 0)
                     traces.append(trace)
-            fix.attacks.append(f"{self.reported.name} x {count} restarts")
+            fix.attacks.append(f"{self.reported.name}-{attack.nb_iter} x {count} restarts")
             result = (index, traces, outcomes)
         fix.after = ledger.accuracy()
         return result
@@ -415,9 +416,9 @@ class Procedure:
                                                 t.incomplete_optimization.min_gain)
             fixes["incomplete_optimization"].still = int(flagged.sum())
         if more is not None:
-            index, traces, outcomes = more
-            fixes["non_converging_restarts"].still = int(I.non_converging_restarts(
-                traces, outcomes, standing[index], t.non_converging_restarts.loss_spread).sum())
+            index, traces, _ = more
+            fixes["non_converging_restarts"].still = int(I.restarts_still_pay(
+                traces, standing[index], t.non_converging_restarts.still_gain).sum())
         fixes["transfer_failure"].still = int(self.transfer_flags(ledger, surrogate_points).sum()) if surrogate_points else 0
         # Gradients: unavailable where no loss the fixes ascended has one (cross-entropy through
         # the crafter, the margin on the pre-logits or logits, and for a bounded head the envelope's).
@@ -504,6 +505,7 @@ def merge(traces: list[I.Trace]) -> I.Trace:
     """The traces of consecutive batches as one trace over all their examples."""
     merged = I.Trace(torch.cat([t.y for t in traces]))
     merged.losses = [torch.cat(rows) for rows in zip(*[t.losses for t in traces])]
+    merged.margins = [torch.cat(rows) for rows in zip(*[t.margins for t in traces])]
     merged.adversarial = [torch.cat(rows) for rows in zip(*[t.adversarial for t in traces])]
     merged.first = torch.cat([t.first for t in traces])
     merged.found = torch.cat([t.found.cpu() for t in traces])

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import copy
 import math
+import warnings
 from collections.abc import Callable
 from contextlib import contextmanager
 
@@ -97,7 +98,9 @@ def gradient_blockers(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> lis
         return []
     try:
         x = x.clone().requires_grad_(True)
-        with torch.enable_grad():
+        with torch.enable_grad(), warnings.catch_warnings():
+            # Modules returning no tensor (a program's bookkeeping) warn that their hooks will not run: fine.
+            warnings.simplefilter("ignore", UserWarning)
             torch.nn.functional.cross_entropy(model(x).float(), y, reduction="sum").backward()
     except RuntimeError:  # a module whose backward hooks torch cannot attach (in-place views): none found
         found = []
