@@ -57,9 +57,10 @@ def test_side_by_side_joins_every_published_cell_with_its_interval_and_delta():
     shown = comparison.display(joined)
     assert list(shown.columns) == ["attack", "eps", "method", "ours", "paper", "delta", "worst case", "failed checks"]
     first = shown.iloc[0]
-    # Two seeds: the mean with its t-interval (t = 12.71 for one degree of freedom), delta the same shifted.
+    # Two seeds: the mean, the seeds' standard deviation and the bootstrap's interval over seeds and
+    # images (t = 12.71 for one degree of freedom), delta the same interval shifted.
     assert (shown.index[0], first["method"], first["ours"], first["paper"], first["delta"]) == \
-        ("2C2F ST", "Baseline", "51.0 [38.3, 63.7]", "51.5", "-0.5 [-13.2, +12.2]")
+        ("2C2F ST", "Baseline", "51.0 ± 1.4 [34.0, 68.0]", "51.5", "-0.5 [-17.5, +16.5]")
     # Only the rows of the paper's table where something was measured: 2C2F ST and RN18 ST.
     assert set(shown.index) == {"2C2F ST", "RN18 ST"} and (shown["ours"] == "not measured").sum() == 8
     assert shown.loc[(shown["method"] == "TRADES") & (shown.index == "2C2F ST"), "paper"].iloc[0] == "N/A"
