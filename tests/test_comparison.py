@@ -57,9 +57,10 @@ def test_side_by_side_joins_every_published_cell_with_its_interval_and_delta():
     shown = comparison.display(joined)
     assert list(shown.columns) == ["attack", "eps", "method", "ours", "paper", "delta", "worst case", "failed checks"]
     first = shown.iloc[0]
-    # Two seeds: the mean with its t-interval (t = 12.71 for one degree of freedom), delta the same shifted.
+    # Two seeds: the mean, the seeds' standard deviation and the bootstrap's interval over seeds and
+    # images (t = 12.71 for one degree of freedom), delta the same interval shifted.
     assert (shown.index[0], first["method"], first["ours"], first["paper"], first["delta"]) == \
-        ("2C2F ST", "Baseline", "51.0 [38.3, 63.7]", "51.5", "-0.5 [-13.2, +12.2]")
+        ("2C2F ST", "Baseline", "51.0 ± 1.4 [34.0, 68.0]", "51.5", "-0.5 [-17.5, +16.5]")
     # Only the rows of the paper's table where something was measured: 2C2F ST and RN18 ST.
     assert set(shown.index) == {"2C2F ST", "RN18 ST"} and (shown["ours"] == "not measured").sum() == 8
     assert shown.loc[(shown["method"] == "TRADES") & (shown.index == "2C2F ST"), "paper"].iloc[0] == "N/A"
@@ -127,8 +128,8 @@ def test_the_written_side_by_side_and_claims_lead_with_the_warning(tmp_path):
     assert "0 holds, 0 fails, 0 inconclusive, 31 not measured" in head and "NOT COMPARABLE" in head
     assert "| regularizers_above_baseline_square_st | 5.3, Table 2 |" in (tmp_path / "claims.md").read_text()
     assert list(pd.read_csv(tmp_path / "claims.csv").columns) == [
-        "claim", "section", "text", "verdict", "effect", "ci_low", "ci_high", "numbers", "verdict_worst_case",
-        "effect_worst_case", "ci_low_worst_case", "ci_high_worst_case", "numbers_worst_case"]
+        "claim", "section", "text", "verdict", "seeds", "effect", "ci_low", "ci_high", "numbers", "verdict_worst_case",
+        "seeds_worst_case", "effect_worst_case", "ci_low_worst_case", "ci_high_worst_case", "numbers_worst_case"]
 
 
 def test_curve_table_puts_the_worst_case_under_the_attacks_and_marks_failed_checks():
@@ -168,7 +169,9 @@ def test_a_claim_about_robustness_is_also_read_in_the_worst_case():
     rows.append(record("operator_norm_summary", attack=None, eps=None, head="blf", gamma=1.0, mean_conv=7.0, run=blf))
     verdicts = claims.evaluate(comparison.cells(frame(*rows))).set_index("claim")
     large = verdicts.loc["blf_most_robust_mnist_st_large_eps"]
-    assert (large["verdict"], large["verdict_worst_case"]) == ("holds", "fails")
+    # One seed of each: what the intervals say is a finding about these two models, not the methods.
+    assert (large["verdict"], large["verdict_worst_case"]) == ("inconclusive: one seed (holds for the models trained)",
+                                                               "inconclusive: one seed (fails for the models trained)")
     # No outcomes recorded: two binomials, unpaired; the deciding effect is BLF - Baseline.
     assert "BLF (gamma=1) #1, vs Baseline: 32 vs 18, +14.0 [" in large["numbers"] and "unpaired (binomial)" in large["numbers"]
     assert "BLF (gamma=1) #2, vs Baseline: 14 vs 18, -4.0 [" in large["numbers_worst_case"]

@@ -9,7 +9,7 @@ from blf import data
 from blf.errors import ConfigError
 from blf.eval import attacks, integrity, robustness
 from blf.nn import heads, models
-from conftest import attack_config, option, toy
+from conftest import TINY, attack_config, evaluate, option, toy, train
 
 CHECKS = OmegaConf.create({
     "monotonic_tolerance": 0.5,
@@ -155,6 +155,37 @@ def test_convergence_tests_the_pgd_that_ran(honest, dataset):
     assert "PGD-1 (as evaluated)" in verdict.detail and "eps=0.2" in verdict.detail
     assert verdict.failed  # one step of 0.01 is far from converged at 0.2
     assert integrity.pgd_convergence(honest, dataset.test, None, CHECKS.convergence, 100, CPU, 0).status == "skipped"
+
+
+def test_convergence_and_saturation_judge_the_weakest_pgd_recorded_on_the_checkpoint(tmp_path):
+    """`src/train.py ... 'attack=[pgd]'` then `src/evaluate.py ... attack.pgd.nb_iter=7`: the
+    checkpoint holds PGD-10 from training and PGD-7 just run. The checks judge the weakest (fewest
+    iterations x restarts), PGD-7, and name the other."""
+    run = tmp_path / "run"
+    train(run, "head=blf", "attack=[pgd]", "attack.pgd.nb_iter=10", "eval.integrity.convergence.max_n=16",
+          "eval.integrity.saturation.max_n=16")
+    # The evaluation command with TINY's evaluation settings (the run folder holds the data's).
+    tiny = [o for o in TINY if not o.startswith(("dataset.", "trainer."))]
+    added = evaluate(run, *tiny, "attack=[pgd]", "attack.pgd.nb_iter=7", "eval.integrity.convergence.max_n=16",
+                     "eval.integrity.saturation.max_n=16").added
+    checks = {r["check"]: r for r in added if r["kind"] == "integrity"}
+    convergence, saturation = checks["pgd_convergence"]["detail"], checks["saturation"]["detail"]
+    assert "PGD-7 (as evaluated)" in convergence and "also recorded: PGD-10" in convergence, convergence
+    assert "PGD-14 x 2 restarts" in convergence  # the check's stronger PGD: 2 x the evaluated iterations
+    assert "adversarial: PGD-7 at eps=" in saturation, saturation
+
+
+def test_pgd_settings_picks_the_fewest_iterations_x_restarts_and_names_the_others():
+    right = torch.ones(4, dtype=torch.bool)
+
+    def pgd(eps, nb_iter, restarts=1):
+        return {"attack": "pgd", "eps": eps, "attack.nb_iter": nb_iter, "attack.eps_iter": 0.01, "attack.restarts": restarts}
+
+    outcomes = [(pgd(e, 40), right) for e in (0.0, 0.1, 0.3)] + [(pgd(0.3, 10, restarts=5), right), (pgd(0.2, 20), right)]
+    chosen = integrity.pgd_settings(outcomes)
+    assert (chosen.row["attack.nb_iter"], chosen.row["eps"]) == (20, 0.2)  # 20 x 1 < 40 x 1 < 10 x 5, at its largest eps
+    assert chosen.name == "PGD-20" and chosen.others == ("PGD-40 at eps=0.3", "PGD-10 x 5 restarts at eps=0.3")
+    assert integrity.pgd_settings([(pgd(0.0, 40), right)]) is None  # clean accuracy only: no PGD to judge
 
 
 def test_budget_sweep_shows_a_converging_pgd_and_records_one_row_per_budget(honest, dataset):

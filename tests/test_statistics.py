@@ -1,5 +1,6 @@
-"""Intervals and tests behind every table and claim: Wilson for one accuracy, t over seeds,
-paired (McNemar) on the same images, unpaired binomials where outcomes or images differ."""
+"""Intervals and tests behind every table and claim: Wilson for one accuracy, a bootstrap over
+seeds and images for several (t over seeds without images), paired (McNemar) on the same images,
+unpaired binomials where outcomes or images differ."""
 
 import numpy as np
 import pandas as pd
@@ -45,14 +46,47 @@ def test_other_images_or_a_broken_outcome_fall_back_to_unpaired():
     assert statistics.difference([Sample(7.0)], [Sample(8.0)]) == statistics.point(-1.0)
 
 
-def test_across_seeds_the_difference_is_a_t_interval_over_per_seed_differences():
+def test_across_seeds_the_difference_is_a_bootstrap_over_seed_pairs_and_their_images():
     a = [sample(600, seed=s) for s in (0, 1, 2)]
     b = [sample(c, seed=s) for s, c in zip((2, 0, 1), (500, 480, 520))]  # paired by seed, whatever the order given
     diff = statistics.difference(a, b)
-    assert diff.method == "t over 3 seeds of paired (McNemar) differences"
+    assert diff.method == "bootstrap over 3 seeds and their images, paired"
     assert diff.estimate == pytest.approx(10.0) and diff.std == pytest.approx(2.0)
+    assert diff.low < 10.0 < diff.high and diff == statistics.difference(a, b)  # a fixed seed: the same interval
+    # Without outcomes for one pair: the t-interval over the per-seed differences.
+    fallback = statistics.difference([*a[:2], sample(600, seed=2, outcome=False)], b)
+    assert fallback.method == "t over 3 seeds of paired (McNemar)/unpaired (binomial) differences"
+    assert fallback.estimate == pytest.approx(10.0) and fallback.std == pytest.approx(2.0)
     # A side with fewer seeds: only as many per-seed differences as it has runs.
     assert statistics.difference(a, b[:1]).method == "paired (McNemar)"
+
+
+def seeds_of(differences, n=1000, base=500):
+    """Two methods over seeds 0, 1, ... on the same `n` images: per seed, one is `difference`
+    points ahead of the other (nested outcomes: every discordant example one way)."""
+    ahead = [sample(base + round(d * n / 100) if d > 0 else base, seed=s) for s, d in enumerate(differences)]
+    behind = [sample(base - round(d * n / 100) if d < 0 else base, seed=s) for s, d in enumerate(differences)]
+    return ahead, behind
+
+
+def test_a_difference_over_seeds_counts_the_seeds_not_only_the_images():
+    """+6, -4, +5, -3, +4 points on 1000 images each: pooled as one paired sample of 5000 images
+    (what ignoring the seeds would do) the 1.6 points look certain; across the seeds they are not."""
+    a, b = seeds_of([6, -4, 5, -3, 4])
+    pooled = statistics.paired(np.concatenate([s.outcomes() for s in a]), np.concatenate([s.outcomes() for s in b]))
+    assert pooled.estimate == pytest.approx(1.6) and pooled.low > 0  # images only: excludes zero
+    diff = statistics.difference(a, b)
+    assert diff.method == "bootstrap over 5 seeds and their images, paired"
+    assert diff.estimate == pytest.approx(1.6) and diff.low < 0 < diff.high and diff.p_value > 0.05
+    assert diff.high - diff.low > 5 * (pooled.high - pooled.low)
+    # Where the seeds agree, the images' error stays in the interval (a t over the seeds would have none).
+    same = statistics.difference(*seeds_of([2, 2, 2]))
+    assert same.std == 0.0 and same.low < 2.0 < same.high
+    # One method's mean over seeds, likewise.
+    accuracy = statistics.estimate(a)
+    assert accuracy.method == "bootstrap over 5 seeds and their images"
+    assert accuracy.estimate == pytest.approx(53.0) and accuracy.std == pytest.approx(2.83, abs=0.01)
+    assert accuracy.low < 50.0 and accuracy.high > 56.0
 
 
 def test_a_cell_estimate_is_wilson_for_one_run_t_for_seeds_and_a_point_otherwise():
@@ -61,5 +95,7 @@ def test_a_cell_estimate_is_wilson_for_one_run_t_for_seeds_and_a_point_otherwise
     one = statistics.samples(rows.iloc[:1], "accuracy", accuracy=True)
     assert one == (Sample(74.4, seed=0, n=1000, eval_seed=0, run="/a"),)
     assert statistics.estimate(one).method == "Wilson"
-    assert statistics.estimate(statistics.samples(rows, "accuracy", accuracy=True)).method == "t over 2 seeds"
+    both = statistics.estimate(statistics.samples(rows, "accuracy", accuracy=True))
+    assert both.method == "bootstrap over 2 seeds and their images" and both.text().startswith("72.2 ± 3.1 [")
+    assert statistics.estimate(statistics.samples(rows, "accuracy", accuracy=False)).method == "t over 2 seeds"
     assert statistics.estimate(statistics.samples(rows.iloc[:1], "accuracy", accuracy=False)).text() == "74.4"

@@ -261,6 +261,23 @@ def test_a_table_tuned_per_attack_is_compared_on_its_own_selection(tmp_path):
     assert (blf["ours"], blf["paper"]) == (60.0, 59.4)
 
 
+def test_every_file_of_the_report_says_what_ran(tmp_path):
+    """`python -m blf.study mnist_2c2f trainer.epochs=1 eval.n=20` (two grid runs): the spec's title
+    says 100 epochs and 1000 test images; every title the study writes (the figure's table, the
+    side-by-side, the claims, the selection) says what ran instead."""
+    overrides = [*TINY, "trainer.epochs=1", "eval.n=20", "dataset.n_train=null", "attack=[pgd]",
+                 "eval.integrity.enabled=false"]
+    s = driver.Study("mnist_2c2f", "smoke", overrides=overrides, sweep=tmp_path / "multirun", out=tmp_path / "results")
+    with open_dict(s.cfg):
+        s.cfg.study.grid = {"baseline": {}, "blf": {"head": "blf", "head.gamma": "1.0"}}
+    s.spec = s.cfg.study
+    assert s.run("all") == 0
+    ran = "[ran: 1 epoch, 20 test images, PGD-3]"
+    for name in ("mnist_2c2f.md", "mnist_2c2f_vs_paper.md", "mnist_2c2f_vs_paper.tex", "claims.md", "selection.md"):
+        first = (tmp_path / "results" / name).read_text().splitlines()[0]
+        assert ran in first and "[SYNTHETIC DATA: mnist]" in first, (name, first)
+
+
 def test_the_report_logs_the_comparison_and_the_claims_to_wandb(tmp_path, monkeypatch):
     monkeypatch.setenv("WANDB_MODE", "offline")
     study = driver.Study("table2", "smoke", overrides=["logger=wandb"], sweep=tmp_path / "multirun", out=tmp_path / "out")

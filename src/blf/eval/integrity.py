@@ -1,7 +1,11 @@
 """Checks that a robustness evaluation can be trusted (Carlini et al. 2019, "On Evaluating
 Adversarial Robustness"), run after every evaluation. Each check gives a verdict: pass, FAIL
 or skipped (with the reason); a FAIL is printed loudly and recorded, never dropped. Each test
-the attacks as they ran (the PGD settings and eps grid of the evaluation's records).
+the attacks as they ran (the PGD settings and eps grid of the evaluation's records). Where the
+checkpoint holds several PGD settings (training's PGD-40, then an evaluation's PGD-7), the
+checks that re-run PGD judge the weakest, fewest iterations x restarts (`pgd_settings`): its
+numbers overstate robustness the most, and one re-run keeps an evaluation's cost the same
+whatever was recorded before; their verdicts name it and the others.
 
 - monotonic: accuracy does not rise with eps for any attack;
 - unbounded_attack: PGD at a budget where the provable robust accuracy is small drives
@@ -12,10 +16,11 @@ the attacks as they ran (the PGD settings and eps grid of the evaluation's recor
 - input_gradients: few correctly classified examples have a masked input gradient: not
   finite, vanishing next to the gradient of the network's own pre-logit margin, or reversed
   (ascending the loss would raise the true class's pre-logit margin: BLF beyond z*);
-- pgd_convergence: more iterations with restarts, and other step sizes, do not lower PGD's
-  accuracy at the largest eps materially;
-- saturation: few clean or PGD-adversarial examples have pre-logits beyond the head's
-  extremum (Theorem 3's z* for BLF) or saturation point, where its gradient vanishes or turns;
+- pgd_convergence: more iterations with restarts, and other step sizes, do not lower the
+  weakest PGD's accuracy at its largest eps materially;
+- saturation: few clean or PGD-adversarial examples (the weakest PGD's, at its largest eps)
+  have pre-logits beyond the head's extremum (Theorem 3's z* for BLF) or saturation point,
+  where its gradient vanishes or turns;
 - attack_gap: the adaptive worst case lies not far below the paper's attack at any eps.
 """
 
@@ -166,26 +171,71 @@ def input_gradients(classifier: Classifier, subset: Split, batch_size: int, devi
     return _verdict("input_gradients", share <= max_share, share, max_share, detail)
 
 
-def pgd_settings(outcomes: list[tuple[dict, torch.Tensor]]) -> tuple[dict, torch.Tensor] | None:
-    """The PGD row with the largest eps among the evaluation's records (with its outcome), None
-    where PGD did not run: the checks that re-run PGD use its settings as they were."""
-    runs = [(row, correct) for row, correct in outcomes if row["attack"] == "pgd" and row["eps"] > 0]
-    return max(runs, key=lambda item: item[0]["eps"]) if runs else None
+def _restarts(row: dict) -> int:
+    return int(row.get("attack.restarts") or 1)
+
+
+def pgd_name(row: dict) -> str:
+    """A PGD setting as the verdicts name it: `PGD-40`, `PGD-10 x 5 restarts`, `PGD-40 targeted`."""
+    restarts = _restarts(row)
+    return (f"PGD-{row['attack.nb_iter']}" + (f" x {restarts} restarts" if restarts > 1 else "")
+            + (" targeted" if row.get("attack.targeted") is True else ""))
+
+
+@dataclass(frozen=True)
+class EvaluatedPGD:
+    """The PGD the checks that re-run PGD judge: its record at its largest eps with the recorded
+    per-example outcome, and the other PGD settings recorded for the checkpoint, named."""
+
+    row: dict
+    outcome: torch.Tensor
+    others: tuple[str, ...] = ()
+
+    @property
+    def name(self) -> str:
+        return pgd_name(self.row)
+
+    def also(self) -> str:
+        """What the verdicts add where the checkpoint holds other PGD settings."""
+        return f"; the weakest PGD recorded (also recorded: {', '.join(self.others)})" if self.others else ""
+
+
+def pgd_settings(outcomes: list[tuple[dict, torch.Tensor]]) -> EvaluatedPGD | None:
+    """Of the PGD settings recorded for the checkpoint (records that differ in an `attack.*`
+    setting), the weakest, fewest iterations x restarts, at its largest eps; a tie goes to the
+    newer record (the evaluation just run). None where PGD did not run at an eps > 0."""
+    largest = {}  # settings -> (index, row, outcome) at the settings' largest eps
+    for index, (row, correct) in enumerate(outcomes):
+        if row["attack"] != "pgd" or row["eps"] <= 0:
+            continue
+        settings = tuple(sorted((k, str(v)) for k, v in row.items() if k.startswith("attack.")))
+        if settings not in largest or row["eps"] >= largest[settings][1]["eps"]:
+            largest[settings] = (index, row, correct)
+    if not largest:
+        return None
+    found = sorted(largest.values(), key=lambda item: (item[1]["attack.nb_iter"] * _restarts(item[1]), -item[1]["eps"],
+                                                       -item[0]))
+    (_, row, correct), rest = found[0], found[1:]
+    return EvaluatedPGD(row, correct, tuple(f"{pgd_name(r)} at eps={r['eps']:g}" for _, r, _ in rest))
 
 
 def _pgd_from(row: dict, **changes) -> PGD:
+    """PGD with a record's settings (as evaluated), `changes` applied."""
     settings = {"nb_iter": row["attack.nb_iter"], "eps_iter": row["attack.eps_iter"],
-                "rand_init": row.get("attack.rand_init", True), "restarts": row.get("attack.restarts", 1), **changes}
-    return PGD([row["eps"]], **settings)
+                "rand_init": row.get("attack.rand_init", True), "restarts": _restarts(row)}
+    if row.get("attack.targeted") is True:
+        settings.update(targeted=True, target=row.get("attack.target") or "random")
+    return PGD([row["eps"]], **{**settings, **changes})
 
 
-def pgd_convergence(classifier: Classifier, subset: Split, evaluated: tuple[dict, torch.Tensor] | None, cfg: DictConfig,
+def pgd_convergence(classifier: Classifier, subset: Split, evaluated: EvaluatedPGD | None, cfg: DictConfig,
                     batch_size: int, device, seed: int, progress: bool = False) -> Verdict:
-    """PGD as evaluated at its largest eps (its recorded outcome) vs, per example, the union of
-    `iter_factor` x the iterations with `restarts` restarts and each step size in `step_factors`."""
+    """PGD as evaluated (pgd_settings: the weakest recorded) at its largest eps (its recorded
+    outcome) vs, per example, the union of `iter_factor` x the iterations with `restarts`
+    restarts and each step size in `step_factors`."""
     if evaluated is None:
         return Verdict("pgd_convergence", "skipped", None, cfg.tolerance, "PGD did not run at an eps > 0")
-    row, recorded = evaluated
+    row, recorded = evaluated.row, evaluated.outcome
     subset = subset.first(min(len(subset), cfg.max_n))
     variants = [_pgd_from(row, nb_iter=row["attack.nb_iter"] * cfg.iter_factor, restarts=cfg.restarts)]
     variants += [_pgd_from(row, eps_iter=row["attack.eps_iter"] * f) for f in cfg.step_factors]
@@ -197,8 +247,9 @@ def pgd_convergence(classifier: Classifier, subset: Split, evaluated: tuple[dict
     base, strong = percent(recorded[: len(subset)]), percent(survived)
     drop = base - strong
     steps = ", ".join(f"step {row['attack.eps_iter'] * f:g}" for f in cfg.step_factors)
-    detail = (f"eps={row['eps']:g}, {len(subset)} examples: PGD-{row['attack.nb_iter']} (as evaluated) {base:.2f}%, with "
-              f"PGD-{variants[0].nb_iter} x {cfg.restarts} restarts and {steps}: {strong:.2f}% (drop {drop:.2f} points)")
+    detail = (f"eps={row['eps']:g}, {len(subset)} examples: {evaluated.name} (as evaluated) {base:.2f}%, with "
+              f"PGD-{variants[0].nb_iter} x {cfg.restarts} restarts and {steps}: {strong:.2f}% (drop {drop:.2f} points)"
+              f"{evaluated.also()}")
     if drop > cfg.tolerance:
         detail += ": PGD has not converged; raise attack.pgd.nb_iter or restarts"
     return _verdict("pgd_convergence", drop <= cfg.tolerance, drop, cfg.tolerance, detail)
@@ -216,10 +267,11 @@ def square_at(classifier: Classifier, subset: Split, eps: float, cfg: DictConfig
         return attacked_correct(classifier, subset, attack, eps, batch_size, device, bar)
 
 
-def saturation(classifier: Classifier, subset: Split, evaluated: tuple[dict, torch.Tensor] | None, cfg: DictConfig,
+def saturation(classifier: Classifier, subset: Split, evaluated: EvaluatedPGD | None, cfg: DictConfig,
                batch_size: int, device, seed: int, progress: bool = False) -> Verdict:
     """Share (%) of examples whose largest |pre-logit| lies beyond the head's saturation point,
-    on clean inputs and on PGD's adversarial inputs at the largest eps (as evaluated)."""
+    on clean inputs and on PGD's adversarial inputs (pgd_settings: the weakest PGD recorded, as
+    evaluated, at its largest eps)."""
     from blf.eval.attacks.surrogate import bounded_function, saturation_point
 
     function = bounded_function(classifier.head)
@@ -228,7 +280,7 @@ def saturation(classifier: Classifier, subset: Split, evaluated: tuple[dict, tor
     point = saturation_point(function)
     subset = subset.first(min(len(subset), cfg.max_n))
     shares, means = {}, {}
-    attack = None if evaluated is None else _pgd_from(evaluated[0])
+    attack = None if evaluated is None else _pgd_from(evaluated.row)
     with frozen(classifier):
         for which in ("clean", "adversarial"):
             if which == "adversarial" and attack is None:
@@ -246,7 +298,8 @@ def saturation(classifier: Classifier, subset: Split, evaluated: tuple[dict, tor
     worst = max(shares.values())
     detail = (f"{classifier.head.name}'s saturation point |z| = {point:.4g}: "
               + "; ".join(f"{w} {shares[w]:.1f}% beyond (mean max |z| {means[w]:.2f})" for w in shares)
-              + ("" if evaluated is None else f" (adversarial: PGD at eps={evaluated[0]['eps']:g}, {len(subset)} examples)"))
+              + ("" if evaluated is None else f" (adversarial: {evaluated.name} at eps={evaluated.row['eps']:g}, "
+                                              f"{len(subset)} examples{evaluated.also()})"))
     if worst > cfg.max_share:
         detail += "; there the head's gradient vanishes or turns: gradient masking suspected, trust the adaptive worst case"
     return _verdict("saturation", worst <= cfg.max_share, worst, cfg.max_share, detail)
@@ -306,9 +359,9 @@ def run(classifier: Classifier, subset: Split, outcomes: list[tuple[dict, torch.
                 unbounded_attack(classifier, subset, cfg.unbounded, batch_size, device, seed, progress)]
     failpoint.reach("integrity")  # halfway through the checks
     extra = None
-    if evaluated is not None and not any(r["attack"] in GRADIENT_FREE and abs(r["eps"] - evaluated[0]["eps"]) < 1e-9
-                                         for r in rows):
-        eps = evaluated[0]["eps"]
+    # Square at the largest eps PGD ran at (whichever setting), where no gradient-free attack ran there.
+    eps = max((r["eps"] for r in rows if r["attack"] == "pgd" and r["eps"] > 0), default=None)
+    if eps is not None and not any(r["attack"] in GRADIENT_FREE and abs(r["eps"] - eps) < 1e-9 for r in rows):
         extra = (eps, "square", square_at(classifier, subset, eps, cfg.gradient_free, batch_size, device, seed, progress))
     return verdicts + [
         gradient_free_vs_gradient(outcomes, cfg.gradient_free_max_share, extra),

@@ -3,11 +3,12 @@ or figure can test, written as a named predicate over our cells (comparison.cell
 
 A claim reads one of VERDICTS. Each predicate compares numbers through blf.report.statistics:
 a difference between two methods (or attacks) in one situation (dataset, model, setting,
-attack, eps, and the evaluation's variant, so that like is set against like) is the paired test
-on the per-example outcomes within a seed and the spread across seeds (unpaired binomials where
-outcomes are missing or the images differ); a value against a fixed number is the cell's own
-interval (Wilson for one run, t over seeds). The claim's words put a boundary on that effect,
-and one comparison
+attack, eps, and the evaluation's variant, so that like is set against like) is, for one seed,
+the paired test on the per-example outcomes (unpaired binomials where outcomes are missing or
+the images differ), and across seeds the bootstrap over the seeds and their images (a t-interval
+over the per-seed differences where outcomes are missing); a value against a fixed number is
+the cell's own interval (Wilson for one run, the bootstrap over seeds and images for several).
+The claim's words put a boundary on that effect, and one comparison
 - holds when its 95% interval lies on the claimed side of the boundary (strictly for "more",
   "less", "outperform"; the boundary included for "no more than", "at least", "within", and for
   a rank, where ties count as first),
@@ -22,6 +23,14 @@ said) were measured: one situation never makes a claim about several hold. `effe
 `ci_high` are those of the deciding comparison: the one at the quorum's edge (for "all", the
 weakest), in points for accuracies; a value read against a fixed number (a zero accuracy, z*,
 the paper's clean accuracy) gives the value less that number.
+
+A claim speaks of methods, and a method is more than one trained model: where a method behind
+any comparison of a claim has fewer than MIN_SEEDS seeds, a claim that would hold, fail or be
+inconclusive reads `inconclusive: one seed` (`inconclusive: 2 seeds`), followed, for a hold or a
+failure, by what the intervals say of the models trained (`inconclusive: one seed (holds for the
+models trained)`). The verdict's first word stays one of VERDICTS (`verdict_kind` reads it), and
+`seeds` gives the fewest seeds behind the claim. Fig. 1's claims speak of each run ("every run
+whose norm exceeds 7"), and the paper's own numbers have no seeds: neither counts seeds.
 
 Where the paper's words are loose, the predicate picks one reading and says it in its text:
 "most robust" is the first rank among the methods measured in the same situation, ties counting
@@ -48,9 +57,14 @@ from blf.report.statistics import Interval, Sample
 from blf.run.records import EPS_TOLERANCE
 
 VERDICTS = ("holds", "fails", "inconclusive", "not measured")
+# Seeds a method needs behind a claim's comparisons for the claim to hold or fail: with fewer, the
+# seeds' spread rests on one degree of freedom or none (the paper trains 5 seeds on MNIST, 3 on CIFAR-10).
+MIN_SEEDS = 3
 # The foot of claims.md: how to read a verdict.
 NOTE = ("holds / fails: the deciding comparison's 95% interval lies on the claimed / the other side of the claim's "
-        "boundary; inconclusive: it contains the boundary; effect: that comparison, in points for accuracies "
+        "boundary; inconclusive: it contains the boundary, or a method behind the claim has fewer than "
+        f"{MIN_SEEDS} seeds (`inconclusive: one seed`, with what the intervals say of the models trained); seeds: "
+        "the fewest seeds of a method behind the claim; effect: the deciding comparison, in points for accuracies "
         "(blf/report/claims.py says each reading).")
 # Points of accuracy within which "comparable" holds (and a "no worse" may fall short).
 TOLERANCE = 2.0
@@ -80,13 +94,41 @@ class Reading:
     strength: float
     effect: Interval
     text: str
+    seeds: int | None = None  # the fewest seeds of the two sides; None: none counted (module docstring)
+
+
+def _fewest(*seeds: int | None) -> int | None:
+    counted = [s for s in seeds if s is not None]
+    return min(counted) if counted else None
+
+
+def stated(reading: str, seeds: int | None) -> str:
+    """The verdict of a claim whose intervals read `reading` (one of VERDICTS) with `seeds` behind
+    its fewest-seeded method: the reading itself from MIN_SEEDS seeds on, else inconclusive."""
+    if seeds is None or seeds >= MIN_SEEDS or reading not in ("holds", "fails", "inconclusive"):
+        return reading
+    count = "one seed" if seeds == 1 else f"{seeds} seeds"
+    return f"inconclusive: {count}" + ("" if reading == "inconclusive" else f" ({reading} for the models trained)")
+
+
+def verdict_kind(verdict: str) -> str:
+    """The one of VERDICTS a verdict is (`inconclusive: one seed (...)` is inconclusive)."""
+    return next((v for v in VERDICTS if verdict == v or verdict.startswith(f"{v}:")), verdict)
 
 
 @dataclass(frozen=True)
 class Finding:
-    verdict: str  # one of VERDICTS
+    """`reading`: what the intervals say (one of VERDICTS); `verdict`: the claim's verdict, which
+    also counts the seeds behind it (`stated`)."""
+
+    reading: str
     numbers: str = ""
     deciding: Reading | None = None
+    seeds: int | None = None
+
+    @property
+    def verdict(self) -> str:
+        return stated(self.reading, self.seeds)
 
     @property
     def effect(self) -> float | None:
@@ -158,11 +200,12 @@ def _finding(readings: Sequence[Reading], quorum: str, minimum: int, situations:
         return NOT_MEASURED
     verdict, deciding = _quorum(readings, QUORUMS[quorum](len(readings)))
     numbers = "; ".join(r.text for r in readings)
+    seeds = _fewest(*(r.seeds for r in readings))
     if situations < minimum:
-        return Finding("not measured", f"{numbers} (only {situations} measured; the claim needs {minimum})", deciding)
+        return Finding("not measured", f"{numbers} (only {situations} measured; the claim needs {minimum})", deciding, seeds)
     if missing and verdict != "fails":
-        return Finding("not measured", f"{numbers} ({', '.join(missing)} not measured)", deciding)
-    return Finding(verdict, numbers, deciding)
+        return Finding("not measured", f"{numbers} ({', '.join(missing)} not measured)", deciding, seeds)
+    return Finding(verdict, numbers, deciding, seeds)
 
 
 def _select(cells: pd.DataFrame, metric: str, eps: tuple[float | None, float | None] | None,
@@ -202,6 +245,13 @@ def _samples(row: pd.Series) -> tuple[Sample, ...]:
     return given if isinstance(given, tuple) and given else (Sample(float(row["ours"])),)
 
 
+def _seeds(row: pd.Series) -> int | None:
+    """The seeds behind a cell: one run each (a cell never mixes evaluations); None for a
+    published number, which has no runs."""
+    given = row.get("samples")
+    return len(given) if isinstance(given, tuple) and given else None
+
+
 def _decimals(metric: str) -> int:
     return 1 if metric == "accuracy" else 3
 
@@ -211,7 +261,7 @@ def _compare(a: pd.Series, b: pd.Series, relation: str, margin: float, what: str
     effect = statistics.difference(_samples(a), _samples(b))
     verdict, strength = judge(effect, relation, margin)
     text = f"{what}: {a['ours']:.3g} vs {b['ours']:.3g}, {effect.described(_decimals(a['metric']))} {verdict}"
-    return Reading(verdict, strength, effect, text)
+    return Reading(verdict, strength, effect, text, _fewest(_seeds(a), _seeds(b)))
 
 
 def ranked(method: str, *, rank: int = 1, quorum: str = "all", minimum: int = 2, metric: str = "accuracy",
@@ -235,8 +285,8 @@ def ranked(method: str, *, rank: int = 1, quorum: str = "all", minimum: int = 2,
                        for _, other in others.iterrows()]
             verdict, deciding = _quorum(against, len(against) - rank + 1)
             place = 1 + int(((others["ours"] < mine["ours"]) if lower else (others["ours"] > mine["ours"])).sum())
-            readings.append(replace(deciding, verdict=verdict, text=f"{_situation(key, SITUATION)}: {_who(mine)} "
-                                                                    f"#{place}, {deciding.text}"))
+            readings.append(replace(deciding, verdict=verdict, seeds=_fewest(*(r.seeds for r in against)),
+                                    text=f"{_situation(key, SITUATION)}: {_who(mine)} #{place}, {deciding.text}"))
         return _finding(readings, quorum, minimum, len(readings))
 
     return test
@@ -290,7 +340,7 @@ def against(target: float, relation: str, *, margin: float = 0.0, minimum: int =
             value = statistics.estimate(_samples(row))
             verdict, strength = judge(_minus(value, target), relation, margin)
             text = f"{_situation([row[c] for c in SITUATION], SITUATION)} {_who(row)}: {value.text(_decimals(metric))} {verdict}"
-            readings.append(Reading(verdict, strength, _minus(value, target), text))
+            readings.append(Reading(verdict, strength, _minus(value, target), text, _seeds(row)))
         return _finding(readings, "all", minimum, len(readings))
 
     return test
@@ -328,12 +378,12 @@ def once_norm_exceeds(norm: str, methods: Sequence[str], *, eps: float, attack: 
 
 def _both(*parts: Finding) -> Finding:
     """Parts of one sentence: it fails when any part fails; else it is not measured when a part
-    is; else inconclusive when a part is; else it holds. The deciding reading is the weakest of
-    the parts that decide."""
-    verdict = next(v for v in ("fails", "not measured", "inconclusive", "holds") if v in {p.verdict for p in parts})
-    deciding = [p.deciding for p in parts if p.verdict == verdict and p.deciding] or [p.deciding for p in parts if p.deciding]
+    is; else inconclusive when a part is; else it holds (as the parts' intervals read). The
+    deciding reading is the weakest of the parts that decide; the seeds, the fewest of any part."""
+    verdict = next(v for v in ("fails", "not measured", "inconclusive", "holds") if v in {p.reading for p in parts})
+    deciding = [p.deciding for p in parts if p.reading == verdict and p.deciding] or [p.deciding for p in parts if p.deciding]
     return Finding(verdict, "; ".join(p.numbers for p in parts if p.numbers),
-                   min(deciding, key=lambda r: r.strength) if deciding else None)
+                   min(deciding, key=lambda r: r.strength) if deciding else None, _fewest(*(p.seeds for p in parts)))
 
 
 CIFAR_10_OVER_255 = 10 / 255
@@ -475,9 +525,11 @@ def under_worst_case(cells: pd.DataFrame) -> pd.DataFrame:
 
 
 def evaluate(cells: pd.DataFrame, claims: Sequence[Claim] = CLAIMS) -> pd.DataFrame:
-    """One row per claim: claim, section, text, verdict (VERDICTS), effect, ci_low and ci_high
-    of the deciding comparison, the numbers behind it, and for claims about robust accuracy the
-    same under the worst case (`verdict_worst_case` ... `numbers_worst_case`; `-` for others)."""
+    """One row per claim: claim, section, text, verdict (its first word one of VERDICTS; `stated`),
+    the fewest seeds of a method behind it (empty where none are counted), effect, ci_low and
+    ci_high of the deciding comparison, the numbers behind it, and for claims about robust
+    accuracy the same under the worst case (`verdict_worst_case` ... `numbers_worst_case`; `-`
+    for others)."""
     worst = under_worst_case(cells)
     rows = []
     for claim in claims:
@@ -485,14 +537,18 @@ def evaluate(cells: pd.DataFrame, claims: Sequence[Claim] = CLAIMS) -> pd.DataFr
         under_worst = claim.test(worst) if claim.robust else Finding("-")
         rows.append({"claim": claim.name, "section": claim.section, "text": claim.text,
                      **_columns(finding, ""), **_columns(under_worst, "_worst_case")})
-    return pd.DataFrame(rows)
+    frame = pd.DataFrame(rows)
+    for column in ("seeds", "seeds_worst_case"):
+        if column in frame:
+            frame[column] = frame[column].astype("Int64")  # a count, empty where none is counted
+    return frame
 
 
 def _columns(finding: Finding, suffix: str) -> dict:
     def rounded(value):
         return None if value is None else round(value, 4)
 
-    return {f"verdict{suffix}": finding.verdict, f"effect{suffix}": rounded(finding.effect),
+    return {f"verdict{suffix}": finding.verdict, f"seeds{suffix}": finding.seeds, f"effect{suffix}": rounded(finding.effect),
             f"ci_low{suffix}": rounded(finding.ci_low), f"ci_high{suffix}": rounded(finding.ci_high),
             f"numbers{suffix}": finding.numbers}
 

@@ -188,8 +188,10 @@ def _number(value: float, decimals: int) -> str:
     return "" if pd.isna(value) else f"{value:.{decimals}f}"
 
 
-def _interval(estimate: float, low: float, high: float, decimals: int, signed: bool = False) -> str:
-    return statistics.Interval(estimate, low, high, "").text(decimals, signed)
+def _interval(estimate: float, low: float, high: float, decimals: int, signed: bool = False,
+              std: float | None = None) -> str:
+    std = None if std is None or pd.isna(std) else float(std)
+    return statistics.Interval(estimate, low, high, "", std=std).text(decimals, signed)
 
 
 # The foot of a displayed side-by-side: what its brackets are.
@@ -200,8 +202,9 @@ DISPLAY_NOTE = (f"ours: the mean over seeds; {statistics.CAPTION}. delta: ours -
 def display(joined: pd.DataFrame) -> pd.DataFrame:
     """The side-by-side as a table for people: one row per cell in the paper's order, for the
     (dataset, model, setting, attack) rows of the paper's table where we measured a cell (the
-    summary line counts the rest); ours, delta and the worst case with their 95% intervals
-    (DISPLAY_NOTE), an attack evaluated twice as two rows (`pgd (restarts=5)`)."""
+    summary line counts the rest); ours (with the standard deviation over seeds where there are
+    several), delta and the worst case with their 95% intervals (DISPLAY_NOTE), an attack
+    evaluated twice as two rows (`pgd (restarts=5)`)."""
     measured = joined.groupby(["dataset", "model", "setting", "attack"], dropna=False)["ours"].transform(
         lambda v: v.notna().any())
     joined = joined[measured]
@@ -213,7 +216,9 @@ def display(joined: pd.DataFrame) -> pd.DataFrame:
     order = order.sort_values(["_model", "_setting", "attack", "_method"], kind="stable")
     rows = []
     for _, r in order.iterrows():
-        ours = _interval(r["ours"], r["ours_low"], r["ours_high"], decimals) if pd.notna(r["ours"]) else "not measured"
+        # The seeds' spread beside the mean, as the paper reports its numbers over seeds.
+        ours = _interval(r["ours"], r["ours_low"], r["ours_high"], decimals, std=r.get("ours_std")) \
+            if pd.notna(r["ours"]) else "not measured"
         delta = _interval(r["delta"], r["ours_low"] - r["paper"], r["ours_high"] - r["paper"], decimals, signed=True) \
             if pd.notna(r["delta"]) else ""
         worst = ""

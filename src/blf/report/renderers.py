@@ -116,14 +116,19 @@ def versus_paper(joined: Mapping[str, pd.DataFrame], final: pd.DataFrame, path: 
 
 def claims_table(verdicts: pd.DataFrame, final: pd.DataFrame, path: Path, title: str) -> list[Path]:
     """The paper's claims read in the study's records (claims.evaluate): claim, section, verdict
-    with the deciding effect and its 95% interval, numbers, and the same under the worst case."""
-    counts = verdicts["verdict"].value_counts().to_dict()
-    line = ", ".join(f"{counts.get(v, 0)} {v}" for v in claims.VERDICTS)
+    with the seeds behind it, the deciding effect and its 95% interval, numbers, and the same
+    under the worst case. The title's count says how many are inconclusive for too few seeds."""
+    kinds = verdicts["verdict"].map(claims.verdict_kind)
+    counts = kinds.value_counts().to_dict()
+    few = int((kinds != verdicts["verdict"]).sum())
+    line = ", ".join(f"{counts.get(v, 0)} {v}" + (f" ({few} for fewer than {claims.MIN_SEEDS} seeds)"
+                                                   if v == "inconclusive" and few else "") for v in claims.VERDICTS)
     head = f"The paper's claims in these records ({line})"
     if warning := comparison.banner(final):
         head = f"{head}. {warning}"
     shown = verdicts.set_index("claim")
     shown = pd.DataFrame({"section": shown["section"], "text": shown["text"], "verdict": shown["verdict"],
+                          "seeds": shown["seeds"].astype(object).where(shown["seeds"].notna(), ""),
                           "effect [95%]": [_effect(r, "") for _, r in shown.iterrows()], "numbers": shown["numbers"],
                           "worst case": shown["verdict_worst_case"],
                           "worst-case effect [95%]": [_effect(r, "_worst_case") for _, r in shown.iterrows()],

@@ -79,7 +79,8 @@ def summary(rows: Sequence[dict]) -> str:
 
 def estimate_text(rows: pd.DataFrame, value: str, decimals: int) -> str:
     """`value` over the rows (one per seed) with its 95% interval (statistics.estimate): an
-    accuracy of one run with Wilson's, of several seeds with a t-interval."""
+    accuracy of one run with Wilson's; several seeds as mean ± their standard deviation with the
+    interval of a bootstrap over the seeds and their images (a t-interval for other values)."""
     found = statistics.samples(rows, value, accuracy=value == "accuracy")
     return statistics.estimate(found).text(decimals) if found else ""
 
@@ -130,7 +131,8 @@ def integrity_notes(df: pd.DataFrame, failed: Mapping[str, tuple[str, ...]],
 def method_table(df: pd.DataFrame, value: str, rows: Sequence[str], decimals: int = 1,
                  failed: Mapping[str, tuple[str, ...]] | None = None) -> pd.DataFrame:
     """Rows (e.g. model, setting) x method columns in the paper's order; each cell the mean over
-    seeds of `value` with its 95% interval (estimate_text; statistics.CAPTION says it), marked
+    seeds of `value` with their standard deviation and its 95% interval (estimate_text;
+    statistics.CAPTION says it), marked
     where a run behind it failed an integrity check. `df` must be annotated (labels.annotate).
     Missing combinations stay empty (the paper's N/A)."""
     methods = sorted(df["method"].unique(), key=lambda m: (labels.method_key(m), m))
@@ -191,7 +193,8 @@ def curve_table(df: pd.DataFrame, facets: Sequence[str], decimals: int = 1) -> p
     """Accuracy against eps as a table: one row per (facets, method with its hyper-parameter,
     attack), each method's adaptive worst case (its worst-case rows, named by the attacks they
     are made of) below its attacks wherever it was recorded, one column per eps, the mean over
-    seeds with its 95% interval, marked where a run failed an integrity check. Two evaluations of
+    seeds with their standard deviation and its 95% interval, marked where a run failed an
+    integrity check. Two evaluations of
     one attack are two rows (attack_labels). `df` must be annotated."""
     curve = df[df["kind"].isin([Kind.ROBUSTNESS, Kind.WORST_CASE])]
     curve = curve.assign(label=curve.apply(lambda row: labels.label(row, {"lam": "lambda"}), axis=1),

@@ -220,12 +220,17 @@ class Study:
         unique = [c for c in OBSERVATION_FIELDS if c in merged] + ["_evaluation"]
         return merged.drop_duplicates(subset=unique).drop(columns=["hp_value_chosen", "_evaluation"])
 
+    def title(self, records: pd.DataFrame) -> str:
+        """The title of every file the report writes: the spec's title states the recipe, and the
+        notes what the records' runs did (overrides such as trainer.epochs or eval.n change it),
+        on what data and from which code."""
+        return (f"{self.spec.title} [{self.profile}]{provenance.ran_note(records)}{provenance.synthetic_note(records)}"
+                f"{provenance.provenance_note(records)}")
+
     def report(self, final: pd.DataFrame) -> list[Path]:
         kind = C.choice("study.report", self.spec.report, renderers.RENDERERS)
-        title = (f"{self.spec.title} [{self.profile}]{provenance.ran_note(final)}{provenance.synthetic_note(final)}"
-                 f"{provenance.provenance_note(final)}")
         resolved = OmegaConf.to_container(self.spec, resolve=True)
-        return renderers.RENDERERS[kind](final, resolved, self.out / self.experiment, title)
+        return renderers.RENDERERS[kind](final, resolved, self.out / self.experiment, self.title(final))
 
     def tuned_per_table(self, df: pd.DataFrame, chosen: pd.DataFrame) -> dict[str, pd.DataFrame]:
         """The final records to set beside each published table of `compare`: the study's own,
@@ -243,8 +248,8 @@ class Study:
 
     def versus_paper(self, final: pd.DataFrame, frames: dict[str, pd.DataFrame]) -> tuple[list[Path], dict[str, pd.DataFrame]]:
         """`<name>_vs_paper.*` (ours | paper | delta per published table of `compare`) and
-        `claims.*` (every claim of the paper, read in these records)."""
-        title = f"{self.spec.title} [{self.profile}]"
+        `claims.*` (every claim of the paper, read in these records), titled as the figure's table."""
+        title = self.title(final)
         joined = {table: comparison.side_by_side(frame, table) for table, frame in frames.items()}
         written = renderers.versus_paper(joined, final, self.out / f"{self.experiment}_vs_paper", title) if joined else []
         verdicts = claims.evaluate(comparison.study_cells(final, frames))
@@ -307,7 +312,7 @@ class Study:
         if not chosen.empty:
             storage.write_text(self.out / "selection.csv", chosen.to_csv(index=False))
             storage.write_text(self.out / "selection.md", f"Hyper-parameters selected for {self.experiment} "
-                               f"({self.spec.get('select')}):\n\n{selection.markdown(chosen)}\n")
+                               f"({self.spec.get('select')}): {self.title(df)}\n\n{selection.markdown(chosen)}\n")
         final = self.final(df, chosen)
         written = self.report(final)
         compared, tables = self.versus_paper(final, self.tuned_per_table(df, chosen))
