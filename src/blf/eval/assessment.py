@@ -35,8 +35,8 @@ class Assessment:
     def __init__(self, workspace: RunFolder, run: Assembly):
         self.workspace, self.assembly, self.settings = workspace, run, run.evaluation
         self.dataset, self.classifier, self.device = run.dataset, run.classifier, run.device
-        # The transfer attack finds its source beside this run; an attack that cannot run here is left out.
-        self.attacks = [attack for attack in run.attacks if attack.locate(workspace.root, run.identity())]
+        # As the caller assembled them: a transfer attack holds its source already (blf.sources).
+        self.attacks = run.attacks
         self.which = self.settings.checkpoint
         state = workspace.load(self.which)
         workspace.restore(self.classifier, state["model"], self.which)
