@@ -10,8 +10,6 @@ g(z_t) > g(z_y)); a step the wrong way is clipped at the pixel range and changes
   zero, and plain PGD stands still too.
 """
 
-from pathlib import Path
-
 import pytest
 import torch
 
@@ -30,8 +28,7 @@ def accuracy(name, classifier, split, **settings):
     cfg = attack_config(name, eps=[EPS], **{**STEPS, **settings})
     attack = attacks.build(name, cfg)
     if name == "transfer":
-        attack.source_dir = Path("baseline")
-        attack.model = models.Classifier(classifier.network, heads.Identity()).eval()  # an unbounded twin
+        attack.use_source(models.Classifier(classifier.network, heads.Identity()).eval(), "baseline")  # an unbounded twin
     _, outcomes = robustness.evaluate(classifier, split, [attack], seed=0, batch_size=30, device=CPU, num_classes=10,
                                       progress=False)
     (row, correct), = outcomes
@@ -116,7 +113,7 @@ def test_records_name_the_surrogate_loss_and_source():
     margin = attacks.build("pgd_dlr_prelogits", attack_config("pgd_dlr_prelogits"))
     assert bpda.name == "bpda_tanh" and bpda.settings()["surrogate"] == "tanh"
     assert margin.settings()["loss"] == "dlr" and margin.settings()["outputs"] == "prelogits"
-    assert attacks.build("transfer", attack_config("transfer")).settings()["source"] is None  # not located yet
+    assert attacks.build("transfer", attack_config("transfer")).settings()["source"] is None  # none handed yet
 
 
 def test_the_adaptive_set_composes_and_eval_adaptive_false_leaves_it_out():
@@ -167,7 +164,7 @@ def test_a_run_evaluated_with_the_adaptive_set_records_every_attack_and_the_chec
 def test_transfer_finds_the_baseline_beside_the_run_another_seed_first(tmp_path):
     import json
 
-    from blf.eval.attacks.transfer import find_baseline
+    from blf.sources import find_baseline
 
     def run(name, **identity):
         folder = tmp_path / name
@@ -268,3 +265,21 @@ def test_attacks_run_under_bf16_autocast(name, monkeypatch):
             y = classifier(x).argmax(1)
         x_adv = attack.perturb(classifier, x, y, eps)
     assert x_adv.dtype == torch.float32 and x_adv.shape == x.shape and (x_adv - x).abs().max() <= eps + 1e-6
+
+
+def test_transfer_sources_are_found_by_the_caller_and_refused_in_one_line(tmp_path, caplog):
+    """The attack crafts only on a model handed to it; blf.sources finds the folder: `auto` without
+    a Baseline leaves the attack out with a warning, a named folder without the checkpoint is refused."""
+    from blf import sources
+    from blf.config import ConfigError
+
+    x, y = torch.rand(2, 1, 1, 10), torch.tensor([0, 1])
+    transfer = attacks.build("transfer", attack_config("transfer", eps=[0.1]))
+    with pytest.raises(ConfigError, match="has no source model; allowed: hand it one"):
+        transfer.perturb(toy(heads.Identity(), 1.0)[0], x, y, 0.1)
+    (tmp_path / "blf").mkdir()
+    assert sources.locate(transfer, tmp_path / "blf", {"dataset": "mnist"}) is None
+    assert "no Baseline" in caplog.text
+    named = attacks.build("transfer", attack_config("transfer", source=str(tmp_path / "blf"), checkpoint="last"))
+    with pytest.raises(ConfigError, match=r"attack.transfer.source='.*blf' has no checkpoints/last.pt; allowed: auto"):
+        sources.locate(named, tmp_path / "blf", {})

@@ -189,9 +189,10 @@ def test_pgd_settings_picks_the_fewest_iterations_x_restarts_and_names_the_other
 
 
 def test_budget_sweep_shows_a_converging_pgd_and_records_one_row_per_budget(honest, dataset):
+    from blf import settings
     from blf.eval import budget_sweep
 
-    cfg = budget_sweep.settings(OmegaConf.create({"eps": 0.1, "eps_iter": 0.005, "steps": [1, 5, 20], "restarts": [1, 3],
+    cfg = settings.budget_sweep(OmegaConf.create({"eps": 0.1, "eps_iter": 0.005, "steps": [1, 5, 20], "restarts": [1, 3],
                                                    "restart_steps": 5, "max_n": 100}))
     rows = budget_sweep.sweep(honest, dataset.test, cfg, batch_size=100, device=CPU, seed=0)
     budgets = [(r["attack.nb_iter"], r["attack.restarts"]) for r in rows]
@@ -200,7 +201,7 @@ def test_budget_sweep_shows_a_converging_pgd_and_records_one_row_per_budget(hone
     assert by_steps[0] > by_steps[-1]  # one step of 0.005 is far from converged at 0.1
     assert all(r["sweep_n"] == 100 and r["kind"] == "budget_sweep" for r in rows)
     with pytest.raises(ConfigError, match="analysis.budget_sweep.steps"):
-        budget_sweep.settings(OmegaConf.create({**cfg, "steps": [0]}))
+        settings.budget_sweep(OmegaConf.create({**cfg, "steps": [0]}))
 
 
 def test_the_tanh_surrogate_counts_as_adaptive_in_the_attack_gap():

@@ -23,7 +23,7 @@ from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from blf import assembly, settings, trained
+from blf import assembly, settings, sources, trained
 from blf import config as C
 from blf.errors import BLFError, CheckpointError, NonFiniteLossError
 from blf.eval import assessment
@@ -156,6 +156,8 @@ def train(cfg: DictConfig, run_dir: Path | None = None) -> Outcome:
     with workspace.locked():
         with tracking.start(cfg.logger, run.config, workspace.root, job_type="train", identity=run.identity()) as tracker:
             progress = loop.fit(workspace, run, tracker)
+            # After training: a Baseline evaluated with `auto` may be its own source.
+            run = sources.attach(run, workspace.root)
             rows, added = assessment.assess(workspace, run, tracker, skip_done=True)
             if added:
                 tracker.log_checkpoint(workspace.checkpoint_path(run.evaluation.checkpoint), tracking.summary(rows))
@@ -210,6 +212,7 @@ def evaluate(cfg: DictConfig, run_dir: Path | None = None) -> Outcome:
     run = assembly.for_evaluation(run_cfg)
     with workspace.locked(), tracking.start(run_cfg.logger, run.config, workspace.root, job_type="eval",
                                             identity=run.identity()) as tracker:
+        run = sources.attach(run, workspace.root)
         rows, added = assessment.assess(workspace, run, tracker, skip_done=False)
     log.info("%s", tables.summary(rows))
     log.info("records: %s", workspace.results_path)

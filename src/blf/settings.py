@@ -1,6 +1,7 @@
 """The settings a run's config yields for training and for evaluation, checked: the types the
 assembly builds (assembly.py) and the loop and the assessment take (train/loop.py,
-eval/assessment.py). They live below all three, so none of those imports another's module for them.
+eval/assessment.py). They live below all three, so none of those imports another's module for them;
+and below eval/: the budget sweep's check is here, not beside the sweep, which imports the attacks.
 """
 
 from __future__ import annotations
@@ -12,13 +13,26 @@ from omegaconf import DictConfig, OmegaConf
 
 from blf import config as C
 from blf.data import Augmentation
-from blf.eval import budget_sweep
 from blf.nn import precision
 
 ANALYSES = ("operator_norm", "loss_surface", "budget_sweep", "audit")
 AUDIT_BUDGETS = ("quick", "standard", "thorough")  # conf/audit.yaml
 CHECKPOINTS = ("best", "last")
 SELECTION_SPLITS = ("test", "validation")
+
+
+def budget_sweep(cfg: DictConfig) -> dict:
+    """The budget sweep's settings (`analysis.budget_sweep`, eval/budget_sweep.py), checked (one
+    line per bad value)."""
+    steps = [C.integer("analysis.budget_sweep.steps", s, ge=1) for s in cfg.steps]
+    restarts = [C.integer("analysis.budget_sweep.restarts", r, ge=1) for r in cfg.restarts]
+    if not steps or not restarts:
+        raise C.ConfigError("analysis.budget_sweep.steps and .restarts need at least one value each; allowed: lists of integers >= 1")
+    return {"eps": C.number("analysis.budget_sweep.eps", cfg.eps, gt=0),
+            "eps_iter": C.number("analysis.budget_sweep.eps_iter", cfg.eps_iter, gt=0),
+            "steps": steps, "restarts": restarts,
+            "restart_steps": C.integer("analysis.budget_sweep.restart_steps", cfg.restart_steps, ge=1),
+            "max_n": C.integer("analysis.budget_sweep.max_n", cfg.max_n, ge=1)}
 
 
 @dataclass(frozen=True)
@@ -83,7 +97,7 @@ class EvalSettings:
             analyses=analyses,
             integrity=spec.integrity,
             loss_surface=spec.loss_surface,
-            sweep=budget_sweep.settings(cfg.analysis.budget_sweep) if "budget_sweep" in analyses else None,
+            sweep=budget_sweep(cfg.analysis.budget_sweep) if "budget_sweep" in analyses else None,
             audit=audit_settings(cfg.analysis.audit) if "audit" in analyses else None,
             amp=precision.policy(cfg.trainer.amp),
             progress=C.boolean("progress", cfg.progress),

@@ -19,10 +19,10 @@ import importlib
 import pkgutil
 import re
 from collections.abc import Mapping
+from pathlib import Path
 
 import yaml
 
-import blf
 from blf.config import CONF
 from blf.errors import UntrustedFileError
 
@@ -55,7 +55,9 @@ def project_targets() -> frozenset[str]:
 @functools.cache
 def project_modules() -> frozenset[str]:
     """The modules of the installed `blf` package (found on disk, none imported)."""
-    return frozenset({"blf", *(m.name for m in pkgutil.walk_packages(blf.__path__, "blf."))})
+    # The package's folder from this file, not `blf.__path__`: importing `blf` here would close a
+    # circle (blf/__init__.py -> trained -> trust).
+    return frozenset({"blf", *(m.name for m in pkgutil.walk_packages([str(Path(__file__).parent)], "blf."))})
 
 
 def is_project_class(path: str) -> bool:

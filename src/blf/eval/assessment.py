@@ -36,8 +36,8 @@ class Assessment:
         self.workspace, self.assembly, self.settings = workspace, run, run.evaluation
         self.cards = []  # audits (analysis=audit) made by this assessment, for the tracker
         self.dataset, self.classifier, self.device = run.dataset, run.classifier, run.device
-        # The transfer attack finds its source beside this run; an attack that cannot run here is left out.
-        self.attacks = [attack for attack in run.attacks if attack.locate(workspace.root, run.identity())]
+        # As the caller assembled them: a transfer attack holds its source already (blf.sources).
+        self.attacks = run.attacks
         self.which = self.settings.checkpoint
         state = workspace.load(self.which)
         workspace.restore(self.classifier, state["model"], self.which)

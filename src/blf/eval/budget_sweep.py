@@ -2,34 +2,20 @@
 accuracy at one eps against its number of steps and, at a fixed number of steps, against its
 restarts. A curve that is still falling at its right end means the evaluated PGD had not
 converged; a flat one means more budget buys nothing. `analysis=[...,budget_sweep]`
-(conf/analysis/budget_sweep.yaml); drawn by the report (blf.report.figures.budget_sweep).
+(conf/analysis/budget_sweep.yaml; its settings are checked by blf.settings.budget_sweep); drawn by
+the report (blf.report.figures.budget_sweep).
 """
 
 from __future__ import annotations
 
 import torch
-from omegaconf import DictConfig
 
-from blf import config as C
 from blf.console import bar as progress_bar
 from blf.data import Split
 from blf.eval.attacks import PGD
 from blf.eval.robustness import attacked_correct, percent
 from blf.nn.models import Classifier, frozen
 from blf.run.records import Kind
-
-
-def settings(cfg: DictConfig) -> dict:
-    """The sweep's settings, checked (one line per bad value)."""
-    steps = [C.integer("analysis.budget_sweep.steps", s, ge=1) for s in cfg.steps]
-    restarts = [C.integer("analysis.budget_sweep.restarts", r, ge=1) for r in cfg.restarts]
-    if not steps or not restarts:
-        raise C.ConfigError("analysis.budget_sweep.steps and .restarts need at least one value each; allowed: lists of integers >= 1")
-    return {"eps": C.number("analysis.budget_sweep.eps", cfg.eps, gt=0),
-            "eps_iter": C.number("analysis.budget_sweep.eps_iter", cfg.eps_iter, gt=0),
-            "steps": steps, "restarts": restarts,
-            "restart_steps": C.integer("analysis.budget_sweep.restart_steps", cfg.restart_steps, ge=1),
-            "max_n": C.integer("analysis.budget_sweep.max_n", cfg.max_n, ge=1)}
 
 
 def sweep(classifier: Classifier, subset: Split, cfg: dict, *, batch_size: int, device, seed: int,

@@ -32,12 +32,6 @@ class Attack(ABC):
     def check(self, classifier: nn.Module, num_classes: int) -> None:  # noqa: B027 - an optional hook, not abstract
         """Raise ConfigError if this attack cannot run against `classifier`."""
 
-    def locate(self, run_dir, identity: dict) -> bool:
-        """Called with the evaluated run's folder and identity columns (records.identity_columns)
-        before any perturbation (the transfer attack finds its source model beside it); False: this attack cannot run on this run (its
-        records then lack it, and a later evaluation adds it once it can)."""
-        return True
-
     def settings(self) -> dict:
         """Everything but eps that determines the result (goes into each record)."""
         return {}
