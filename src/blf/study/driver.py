@@ -31,7 +31,6 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pandas as pd
-import yaml
 from hydra.errors import HydraException
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
@@ -413,8 +412,8 @@ def run_overrides(run: Path, drop: tuple[str, ...]) -> list[str]:
     each key exists by composing them."""
     source = run / ".hydra" / "overrides.yaml"
     try:
-        entries = yaml.safe_load(source.read_text())
-    except (OSError, yaml.YAMLError) as error:
+        entries = storage.read_yaml(source)  # bounded: size, depth, no aliases
+    except OSError as error:
         raise UntrustedFileError(f"{source} cannot be read ({type(error).__name__}); allowed: the file Hydra wrote") from None
     overrides = trust.check_overrides([] if entries is None else entries, source)
     # Only the run's own settings: where jobs go and how they launch stay the driver's.
