@@ -473,3 +473,20 @@ def test_what_the_report_does_not_need_it_never_expands(hydra_run, tmp_path, nam
     assert jobs["status"].tolist() == ["complete", "complete"]
     good, hostile = jobs["epochs"].tolist()
     assert good == 1 and (hostile == 1 if name == "hydra.yaml" else pd.isna(hostile))  # unknown: not resolved
+
+
+def test_a_checkpoint_config_never_hands_omegaconf_an_interpolation(trained_run, tmp_path):
+    """A checkpoint holds the resolved config: an interpolation in it was planted, and resolving
+    it would run a resolver on the file's text (oc.create parses YAML, aliases included)."""
+    import time
+
+    run_dir = copy_run(trained_run, tmp_path / "run")
+    for name in ("best", "last"):
+        path = run_dir / "checkpoints" / f"{name}.pt"
+        state = storage.load_checkpoint(path)
+        state["config"]["head"]["gamma"] = oc_create()
+        storage.save_checkpoint(state, path)
+    start = time.monotonic()
+    result = python("-c", f"import blf; blf.load({str(run_dir)!r})", cwd=tmp_path, timeout=60)
+    assert time.monotonic() - start < 30 and "UntrustedFileError" in result.stderr, result.stderr[-2000:]
+    assert "best.pt: head.gamma=" in result.stderr and "is an interpolation" in result.stderr
