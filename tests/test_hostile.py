@@ -490,3 +490,49 @@ def test_a_checkpoint_config_never_hands_omegaconf_an_interpolation(trained_run,
     result = python("-c", f"import blf; blf.load({str(run_dir)!r})", cwd=tmp_path, timeout=60)
     assert time.monotonic() - start < 30 and "UntrustedFileError" in result.stderr, result.stderr[-2000:]
     assert "best.pt: head.gamma=" in result.stderr and "is an interpolation" in result.stderr
+
+
+# --- 7. the report's output folder -------------------------------------------------------------
+
+
+def test_a_link_in_the_reports_output_folder_is_refused_in_one_line(hydra_run, tmp_path):
+    sweep = tmp_path / "sweep"
+    copy_run(hydra_run, sweep / "good")
+    out = tmp_path / "out"
+    out.mkdir()
+    victim = tmp_path / "victim"
+    victim.write_text("precious")
+    (out / "accuracy.md").symlink_to(victim)
+    line = bad(python("-m", "blf.report", str(sweep), str(out), cwd=REPO, timeout=120))
+    assert f"{out / 'accuracy.md'} is a symbolic link" in line and victim.read_text() == "precious"
+    assert [p.name for p in out.iterdir()] == ["accuracy.md"]  # nothing written beside it
+
+
+def test_a_link_in_the_drivers_output_folder_is_refused_before_anything_is_written(hydra_run, tmp_path):
+    sweep = tmp_path / "sweep"
+    copy_run(hydra_run, sweep / "good")
+    out = tmp_path / "out"
+    out.mkdir()
+    victim = tmp_path / "victim"
+    victim.write_text("precious")
+    (out / "demo.md").symlink_to(victim)  # the study's table, written last
+    line = bad(python("-m", "blf.study", "demo", "--stage", "report", "--sweep-dir", str(sweep), "--out-dir", str(out),
+                      cwd=REPO, timeout=120))
+    assert f"{out / 'demo.md'} is a symbolic link" in line and victim.read_text() == "precious"
+    assert [p.name for p in out.iterdir()] == ["demo.md"]  # nothing written beside it
+
+
+@pytest.mark.parametrize("command", ["report", "study"])
+def test_an_output_folder_that_is_a_file_is_one_line(hydra_run, tmp_path, capsys, command):
+    from blf.report import collect
+    from blf.study import driver
+
+    sweep = tmp_path / "sweep"
+    copy_run(hydra_run, sweep / "good")
+    out = tmp_path / "out"
+    out.write_text("precious")
+    code = (collect.main([str(sweep), str(out)]) if command == "report" else
+            driver.main(["demo", "--stage", "report", "--sweep-dir", str(sweep), "--out-dir", str(out)]))
+    err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error: ")]
+    assert code == 2 and len(err) == 1 and err[0].startswith(f"error: {out}: File exists; allowed: ")
+    assert out.read_text() == "precious"

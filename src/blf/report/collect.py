@@ -202,24 +202,40 @@ def main(argv: list[str] | None = None) -> int:
                         "leave it out, say why, and go on)")
     args = parser.parse_args(argv)
     try:
+        # Every file below the output folder is written without following a link: one planted
+        # there is refused before any file is written (the folder itself may be a link: the
+        # user's choice, as for a sweep folder).
+        storage.refuse_links_inside(args.out)
         df, jobs = collect(args.sweep, strict=args.strict)
     except UNREADABLE as error:
-        print(f"error: {str(error).splitlines()[0] if str(error) else type(error).__name__}", file=sys.stderr)
-        return 2
+        return refused(error)
     print(report_jobs(jobs), file=sys.stderr)
     if df.empty:
         print(f"error: no records below {args.sweep}", file=sys.stderr)
         return 2
-    write(df, jobs, args.out)
-    for note in provenance.provenance_notes(df):
-        print(f"!! {note}", file=sys.stderr)
-    table = tables.accuracy_table(df)
-    storage.write_text(args.out / "accuracy.md", table + "\n")
-    drawn = figures.accuracy_panels(df, [], title=args.title + provenance.synthetic_note(df) + provenance.provenance_note(df))
-    figures.save(drawn, args.out / "accuracy_vs_eps", close=True)
+    try:
+        write(df, jobs, args.out)
+        for note in provenance.provenance_notes(df):
+            print(f"!! {note}", file=sys.stderr)
+        table = tables.accuracy_table(df)
+        storage.write_text(args.out / "accuracy.md", table + "\n")
+        drawn = figures.accuracy_panels(df, [], title=args.title + provenance.synthetic_note(df) + provenance.provenance_note(df))
+        figures.save(drawn, args.out / "accuracy_vs_eps", close=True)
+    except (BLFError, OSError) as error:  # a link made since the check, a full disk, an output path that is a file
+        return refused(error)
     print(table)
     print(f"records, table and figure: {args.out}/")
     return 0
+
+
+def refused(error: Exception) -> int:
+    """The command's answer to a user's error (a refused file, a full disk): one line, exit status 2."""
+    if isinstance(error, OSError) and error.strerror:
+        line = f"{error.filename or 'a file'}: {error.strerror}; allowed: a readable sweep folder and a writable output folder"
+    else:
+        line = str(error).splitlines()[0] if str(error) else type(error).__name__
+    print(f"error: {line}", file=sys.stderr)
+    return 2
 
 
 if __name__ == "__main__":

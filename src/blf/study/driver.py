@@ -285,6 +285,10 @@ class Study:
 
     def run(self, stage: str) -> int:
         with self.held():
+            if not self.dry_run:
+                # Every output is written without following a link: one planted in the output
+                # folder is refused before any stage runs or any file is written.
+                storage.refuse_links_inside(self.out)
             return self.run_stages(stage)
 
     def run_stages(self, stage: str) -> int:
@@ -450,6 +454,10 @@ def main(argv: list[str] | None = None) -> int:
         return 128 + stop.signum
     except BLFError as error:
         print(f"error: {error}", file=sys.stderr)
+        return 2
+    except OSError as error:  # the file system's answer (an output path that is a file, a full disk): nothing is lost
+        print(f"error: {error.filename or 'a file'}: {error.strerror or error}; allowed: a writable --sweep-dir and "
+              "--out-dir with free space", file=sys.stderr)
         return 2
     except (HydraException, OmegaConfBaseException) as error:  # an override Hydra cannot parse or apply
         first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
