@@ -1,9 +1,10 @@
 """A hostile user who controls only the files of a run folder (docs/security.md): nothing they
-write may run code, write through a link, or be relaunched as asked."""
+write may run code, write through a link, be relaunched as asked, or keep a reader busy."""
 
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -16,7 +17,7 @@ import yaml
 from blf import trained, trust
 from blf.errors import UntrustedFileError
 from blf.run import storage
-from conftest import REPO, bad, run_app, train
+from conftest import REPO, TINY, bad, run_app, train
 
 PLUGIN = "blfplugin"
 
@@ -53,9 +54,9 @@ def plant(run_dir: Path, key: str = "model") -> Path:
     return marker
 
 
-def python(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+def python(*args: str, cwd: Path, timeout: int = 300) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONPATH": str(REPO / "src"), "WANDB_MODE": "disabled"}
-    return subprocess.run([sys.executable, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
+    return subprocess.run([sys.executable, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
 
 
 # --- 1. code runs from a file -----------------------------------------------------------------
@@ -341,3 +342,197 @@ def test_evaluate_takes_a_thread_count_of_its_own(trained_run, tmp_path):
     assert {r["threads"] for r in outcome.added} == {1}
     saved = storage.load_checkpoint(run_dir / "checkpoints" / "best.pt")["config"]["trainer"]
     assert saved == storage.load_checkpoint(trained_run / "checkpoints" / "best.pt")["config"]["trainer"]
+
+
+# --- 6. a small file keeps a reader busy ----------------------------------------------------------
+
+
+def alias_bomb(levels: int = 9) -> str:
+    """The "billion laughs" shape: each level nine aliases of the one before, 9**levels strings
+    from a few hundred bytes once a reader copies the tree (OmegaConf does)."""
+    lines = ["a0: &a0 [x, x, x, x, x, x, x, x, x]"]
+    lines += [f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 9)}]" for i in range(1, levels)]
+    return "\n".join(lines) + "\n"
+
+
+# Each the body of a `.hydra` file no reader may expand, with what the refusal says.
+HOSTILE_YAML = {
+    "alias bomb": (alias_bomb(), "YAML aliases are not allowed"),
+    "deep nesting": ("a: " + "[" * 100_000 + "]" * 100_000 + "\n", "nests deeper than"),
+    "oversized": ("# padding\n" * 100_000 + "trainer: {epochs: 1}\n", "is larger than"),
+}
+
+
+@pytest.fixture(scope="module")
+def hydra_run(tmp_path_factory) -> Path:
+    """A run folder as `python src/train.py` leaves it: Hydra's own `.hydra/*.yaml` and records."""
+    run_dir = tmp_path_factory.mktemp("hydra") / "run"
+    result = run_app("train.py", *TINY, "trainer.epochs=1", "analysis=[]", "eval.integrity.enabled=false",
+                     f"hydra.run.dir={run_dir}")
+    assert result.returncode == 0, result.stderr[-2000:]
+    return run_dir
+
+
+def hostile_sweep(hydra_run: Path, tmp_path: Path, name: str, text: str) -> tuple[Path, Path]:
+    """(a sweep of a real run and a copy of it whose `.hydra/<name>` is `text`, the file)."""
+    sweep = tmp_path / "sweep"
+    copy_run(hydra_run, sweep / "good")
+    hostile = copy_run(hydra_run, sweep / "zz-hostile") / ".hydra" / name
+    hostile.write_text(text)
+    return sweep, hostile
+
+
+def timed(*args: str) -> tuple[subprocess.CompletedProcess, float]:
+    """`python <args>` from the repository, and its wall time. A reader busy for minutes is
+    stopped at 60 seconds (the test fails); startup (torch, pandas) takes seconds."""
+    import time
+
+    start = time.monotonic()
+    result = python(*args, cwd=REPO, timeout=60)
+    return result, time.monotonic() - start
+
+
+def test_hydras_own_files_hold_no_alias_and_read_as_yaml_reads_them(hydra_run):
+    for name in ("config.yaml", "hydra.yaml", "overrides.yaml"):
+        path = hydra_run / ".hydra" / name
+        assert storage.read_yaml(path) == yaml.safe_load(path.read_text()), name
+
+
+@pytest.mark.parametrize("hostile", HOSTILE_YAML)
+@pytest.mark.parametrize("name", ["config.yaml", "overrides.yaml"])
+def test_the_report_refuses_a_hostile_hydra_file_in_one_line_at_once(hydra_run, tmp_path, name, hostile):
+    text, says = HOSTILE_YAML[hostile]
+    sweep, path = hostile_sweep(hydra_run, tmp_path, name, text)
+    result, seconds = timed("-m", "blf.report", str(sweep), str(tmp_path / "out"))
+    line = bad(result)
+    assert f"{path.parent.parent.name}/.hydra/{name}" in line and says in line and "allowed:" in line
+    assert len(result.stderr.strip().splitlines()) == 1 and seconds < 30
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("hostile", ["alias bomb", "deep nesting"])
+@pytest.mark.parametrize("name", ["config.yaml", "overrides.yaml"])
+def test_the_study_driver_refuses_a_hostile_hydra_file_in_one_line_at_once(hydra_run, tmp_path, name, hostile):
+    text, says = HOSTILE_YAML[hostile]
+    sweep, path = hostile_sweep(hydra_run, tmp_path, name, text)
+    result, seconds = timed("-m", "blf.study", "demo", "--stage", "report", "--sweep-dir", str(sweep),
+                            "--out-dir", str(tmp_path / "out"))
+    line = bad(result)
+    assert f"{path.parent.parent.name}/.hydra/{name}" in line and says in line and seconds < 30
+    assert not (tmp_path / "out").exists()
+
+
+def test_the_seeds_stage_reads_overrides_through_the_bounded_reader(tmp_path):
+    from blf.study import driver
+
+    run = tmp_path / "multirun" / "grid-run"
+    (run / ".hydra").mkdir(parents=True)
+    (run / ".hydra" / "overrides.yaml").write_text("- &a head=blf\n- *a\n")
+    with pytest.raises(UntrustedFileError, match=r"grid-run/\.hydra/overrides\.yaml: YAML aliases are not allowed"):
+        driver.run_overrides(run, drop=())
+
+
+@pytest.mark.parametrize("text, says", [
+    ("a: &x 1\n", "YAML aliases are not allowed"),  # an anchor alone: Hydra writes none either
+    ("a: " + "{b: " * 40 + "1" + "}" * 40 + "\n", "nests deeper than 32 levels"),
+    ("a: 1\n" * 60_000, "is larger than 256 KiB"),
+])
+def test_the_yaml_reader_bounds_what_it_accepts(tmp_path, text, says):
+    path = tmp_path / "config.yaml"
+    path.write_text(text)
+    with pytest.raises(UntrustedFileError, match=rf"^{re.escape(str(path))}:? .*{says}.*; allowed: "):
+        storage.read_yaml(path)
+
+
+def test_the_yaml_reader_reads_no_fifo_or_device(tmp_path):
+    fifo = tmp_path / "overrides.yaml"
+    os.mkfifo(fifo)  # opening it for reading would wait for a writer forever
+    with pytest.raises(UntrustedFileError, match=r"overrides.yaml is not a regular file"):
+        storage.read_yaml(fifo)
+    (tmp_path / "config.yaml").symlink_to("/dev/zero")  # endless
+    with pytest.raises(UntrustedFileError, match=r"config.yaml is not a regular file"):
+        storage.read_yaml(tmp_path / "config.yaml")
+
+
+def oc_create(levels: int = 7) -> str:
+    """An interpolation that asks OmegaConf's `oc.create` to parse an alias bomb: no alias in the
+    file itself, one once the value is resolved."""
+    return "${oc.create:'{" + alias_bomb(levels).strip().replace("\n", ", ") + "}'}"
+
+
+@pytest.mark.parametrize("name", ["hydra.yaml", "config.yaml"])
+def test_what_the_report_does_not_need_it_never_expands(hydra_run, tmp_path, name):
+    """hydra.yaml is not read; a config's interpolations are followed only to other keys, never
+    through a resolver (oc.create would parse its text as YAML, aliases included)."""
+    config = yaml.safe_load((hydra_run / ".hydra" / "config.yaml").read_text())
+    config["trainer"]["epochs"] = oc_create()
+    sweep, _ = hostile_sweep(hydra_run, tmp_path, name, alias_bomb() if name == "hydra.yaml" else yaml.safe_dump(config))
+    result, seconds = timed("-m", "blf.report", str(sweep), str(tmp_path / "out"))
+    assert result.returncode == 0 and "Traceback" not in result.stderr and seconds < 30, result.stderr[-2000:]
+    jobs = pd.read_csv(tmp_path / "out" / "jobs.csv")
+    assert jobs["status"].tolist() == ["complete", "complete"]
+    good, hostile = jobs["epochs"].tolist()
+    assert good == 1 and (hostile == 1 if name == "hydra.yaml" else pd.isna(hostile))  # unknown: not resolved
+
+
+def test_a_checkpoint_config_never_hands_omegaconf_an_interpolation(trained_run, tmp_path):
+    """A checkpoint holds the resolved config: an interpolation in it was planted, and resolving
+    it would run a resolver on the file's text (oc.create parses YAML, aliases included)."""
+    import time
+
+    run_dir = copy_run(trained_run, tmp_path / "run")
+    for name in ("best", "last"):
+        path = run_dir / "checkpoints" / f"{name}.pt"
+        state = storage.load_checkpoint(path)
+        state["config"]["head"]["gamma"] = oc_create()
+        storage.save_checkpoint(state, path)
+    start = time.monotonic()
+    result = python("-c", f"import blf; blf.load({str(run_dir)!r})", cwd=tmp_path, timeout=60)
+    assert time.monotonic() - start < 30 and "UntrustedFileError" in result.stderr, result.stderr[-2000:]
+    assert "best.pt: head.gamma=" in result.stderr and "is an interpolation" in result.stderr
+
+
+# --- 7. the report's output folder -------------------------------------------------------------
+
+
+def test_a_link_in_the_reports_output_folder_is_refused_in_one_line(hydra_run, tmp_path):
+    sweep = tmp_path / "sweep"
+    copy_run(hydra_run, sweep / "good")
+    out = tmp_path / "out"
+    out.mkdir()
+    victim = tmp_path / "victim"
+    victim.write_text("precious")
+    (out / "accuracy.md").symlink_to(victim)
+    line = bad(python("-m", "blf.report", str(sweep), str(out), cwd=REPO, timeout=120))
+    assert f"{out / 'accuracy.md'} is a symbolic link" in line and victim.read_text() == "precious"
+    assert [p.name for p in out.iterdir()] == ["accuracy.md"]  # nothing written beside it
+
+
+def test_a_link_in_the_drivers_output_folder_is_refused_before_anything_is_written(hydra_run, tmp_path):
+    sweep = tmp_path / "sweep"
+    copy_run(hydra_run, sweep / "good")
+    out = tmp_path / "out"
+    out.mkdir()
+    victim = tmp_path / "victim"
+    victim.write_text("precious")
+    (out / "demo.md").symlink_to(victim)  # the study's table, written last
+    line = bad(python("-m", "blf.study", "demo", "--stage", "report", "--sweep-dir", str(sweep), "--out-dir", str(out),
+                      cwd=REPO, timeout=120))
+    assert f"{out / 'demo.md'} is a symbolic link" in line and victim.read_text() == "precious"
+    assert [p.name for p in out.iterdir()] == ["demo.md"]  # nothing written beside it
+
+
+@pytest.mark.parametrize("command", ["report", "study"])
+def test_an_output_folder_that_is_a_file_is_one_line(hydra_run, tmp_path, capsys, command):
+    from blf.report import collect
+    from blf.study import driver
+
+    sweep = tmp_path / "sweep"
+    copy_run(hydra_run, sweep / "good")
+    out = tmp_path / "out"
+    out.write_text("precious")
+    code = (collect.main([str(sweep), str(out)]) if command == "report" else
+            driver.main(["demo", "--stage", "report", "--sweep-dir", str(sweep), "--out-dir", str(out)]))
+    err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error: ")]
+    assert code == 2 and len(err) == 1 and err[0].startswith(f"error: {out}: File exists; allowed: ")
+    assert out.read_text() == "precious"

@@ -85,13 +85,30 @@ def targets(config, key: str = "") -> list[tuple[str, object]]:
     return found
 
 
+def strings(config, key: str = "") -> list[tuple[str, str]]:
+    """(dotted key, value) of every string value in a config tree."""
+    if isinstance(config, Mapping):
+        return [found for k, v in config.items() for found in strings(v, f"{key}.{k}" if key else str(k))]
+    if isinstance(config, list):
+        return [found for i, v in enumerate(config) for found in strings(v, f"{key}[{i}]")]
+    return [(key, config)] if isinstance(config, str) else []
+
+
 def check_config(config, source, *, trust_code: bool = False) -> None:
     """Refuse a config read from `source` (a file of a run folder, a checkpoint) whose classes
-    lie outside the project, before any of them is imported; and option names that are not
-    plain words (they become file names). `trust_code` lifts the first rule only."""
+    lie outside the project, before any of them is imported; option names that are not plain
+    words (they become file names); and interpolations. `trust_code` lifts the first rule only."""
     if not isinstance(config, Mapping):
         raise UntrustedFileError(f"{source}: the config is a {type(config).__name__}, not a mapping; "
                                  "allowed: a config written by src/train.py")
+    # A checkpoint holds the resolved config, so an interpolation in it was put there; OmegaConf
+    # would resolve it once the value is read, running a resolver on the file's text (`oc.create`
+    # parses YAML, aliases included; `oc.env` reads the environment).
+    for key, value in strings(config):
+        if "${" in value:
+            shown = value if len(value) <= 60 else value[:57] + "..."
+            raise UntrustedFileError(f"{source}: {key}={shown!r} is an interpolation, which OmegaConf would resolve "
+                                     "with the file's own text; allowed: the resolved values src/train.py writes")
     for key, value in targets(config):
         if not isinstance(value, str):
             raise UntrustedFileError(f"{source}: {key}={value!r} is not a class name; allowed: module.Class")

@@ -13,16 +13,15 @@ from __future__ import annotations
 import argparse
 import io
 import numbers
+import re
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import yaml
-from omegaconf import OmegaConf
-from omegaconf.errors import OmegaConfBaseException
 
-from blf.errors import BLFError, RecordError
+from blf.errors import BLFError, RecordError, UntrustedFileError
 from blf.report import figures, provenance, tables
 from blf.run import records, storage
 
@@ -45,20 +44,52 @@ def run_folders(sweep: Path) -> list[Path]:
     return sorted(p.parent.parent for p in Path(sweep).rglob(".hydra/config.yaml"))
 
 
+# An interpolation of another key alone (`${training.regime}`): no resolver, no relative key.
+KEY_INTERPOLATION = re.compile(r"\$\{([A-Za-z0-9_]+(?:\.[A-Za-z0-9_]+)*)\}")
+
+
+def _at(config, key: str):
+    for part in key.split("."):
+        config = config.get(part) if isinstance(config, Mapping) else None
+    return config
+
+
+def resolved(config: Mapping, key: str, hops: int = 8):
+    """The value at dotted `key` of a plain config, its interpolations of other keys followed,
+    innermost first (`${model.recipe.${training.regime}.epochs}`), at most `hops` of them; None
+    where a key is missing or an interpolation calls a resolver. OmegaConf is not asked: a file's
+    resolver call would run (`oc.create` parses its text as YAML, aliases included)."""
+    value = _at(config, key)
+    for _ in range(hops):
+        if not (isinstance(value, str) and "${" in value):
+            return value
+        if whole := KEY_INTERPOLATION.fullmatch(value):
+            value = _at(config, whole.group(1))
+            continue
+        inner = KEY_INTERPOLATION.search(value)
+        found = _at(config, inner.group(1)) if inner else None
+        if not isinstance(found, (str, int, float)) or isinstance(found, bool):
+            return None
+        value = value[:inner.start()] + str(found) + value[inner.end():]
+    return None
+
+
 def epochs_asked(run: Path) -> int | None:
     """The epochs a run folder's config asks for (Hydra's copy keeps `trainer.epochs` as the
-    interpolation of the model's recipe: resolved here), None where it cannot be read."""
+    interpolation of the model's recipe: resolved here), None where it cannot be known. The file
+    is read through the bounded reader; one it refuses stops the report (collect)."""
     try:
-        value = OmegaConf.select(OmegaConf.load(run / ".hydra" / "config.yaml"), "trainer.epochs", throw_on_resolution_failure=False)
-    except (OSError, OmegaConfBaseException):
+        config = storage.read_yaml(run / ".hydra" / "config.yaml")
+    except OSError:
         return None
+    value = resolved(config, "trainer.epochs") if isinstance(config, Mapping) else None
     return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
 def job_status(run: Path) -> dict:
     """What a run folder holds: its overrides, the epochs done, and whether it is complete."""
     overrides_file = run / ".hydra" / "overrides.yaml"
-    overrides = yaml.safe_load(overrides_file.read_text()) if overrides_file.is_file() else []
+    overrides = storage.read_yaml(overrides_file) if overrides_file.is_file() else []
     if not (overrides is None or (isinstance(overrides, list) and all(isinstance(o, str) for o in overrides))):
         raise RecordError(f"{overrides_file} is not a list of overrides; allowed: the list Hydra wrote")
     metrics = storage.read_jsonl(run / "metrics.jsonl")
@@ -74,13 +105,15 @@ def job_status(run: Path) -> dict:
 
 
 # What reading a run folder someone else wrote may raise: the file is not trusted.
-UNREADABLE = (BLFError, OSError, ValueError, TypeError, yaml.YAMLError, OmegaConfBaseException)
+UNREADABLE = (BLFError, OSError, ValueError, TypeError)
 
 
 def collect(sweep: Path, strict: bool = False) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(every record below `sweep`, one status line per run folder). A run folder that cannot be
     read (a record of a schema this code cannot read, a broken line, broken YAML) is left out and
-    its status line says why, naming the file; with `strict` its error stops the collection."""
+    its status line says why, naming the file; with `strict` its error stops the collection. A
+    file past what the project ever writes (storage.read_yaml's bounds) is no accident: it stops
+    the collection in any case, naming the file."""
     sweep = Path(sweep)
     if not sweep.is_dir():
         raise BLFError(f"sweep folder {sweep} does not exist; allowed: a folder holding run folders (multirun/<experiment>/<profile>)")
@@ -92,6 +125,8 @@ def collect(sweep: Path, strict: bool = False) -> tuple[pd.DataFrame, pd.DataFra
             found = storage.read_jsonl(results)
             for row in found:
                 records.check_schema(row, str(results))
+        except UntrustedFileError:
+            raise
         except UNREADABLE as error:
             if strict:
                 raise
@@ -167,24 +202,40 @@ def main(argv: list[str] | None = None) -> int:
                         "leave it out, say why, and go on)")
     args = parser.parse_args(argv)
     try:
+        # Every file below the output folder is written without following a link: one planted
+        # there is refused before any file is written (the folder itself may be a link: the
+        # user's choice, as for a sweep folder).
+        storage.refuse_links_inside(args.out)
         df, jobs = collect(args.sweep, strict=args.strict)
     except UNREADABLE as error:
-        print(f"error: {str(error).splitlines()[0] if str(error) else type(error).__name__}", file=sys.stderr)
-        return 2
+        return refused(error)
     print(report_jobs(jobs), file=sys.stderr)
     if df.empty:
         print(f"error: no records below {args.sweep}", file=sys.stderr)
         return 2
-    write(df, jobs, args.out)
-    for note in provenance.provenance_notes(df):
-        print(f"!! {note}", file=sys.stderr)
-    table = tables.accuracy_table(df)
-    storage.write_text(args.out / "accuracy.md", table + "\n")
-    drawn = figures.accuracy_panels(df, [], title=args.title + provenance.synthetic_note(df) + provenance.provenance_note(df))
-    figures.save(drawn, args.out / "accuracy_vs_eps", close=True)
+    try:
+        write(df, jobs, args.out)
+        for note in provenance.provenance_notes(df):
+            print(f"!! {note}", file=sys.stderr)
+        table = tables.accuracy_table(df)
+        storage.write_text(args.out / "accuracy.md", table + "\n")
+        drawn = figures.accuracy_panels(df, [], title=args.title + provenance.synthetic_note(df) + provenance.provenance_note(df))
+        figures.save(drawn, args.out / "accuracy_vs_eps", close=True)
+    except (BLFError, OSError) as error:  # a link made since the check, a full disk, an output path that is a file
+        return refused(error)
     print(table)
     print(f"records, table and figure: {args.out}/")
     return 0
+
+
+def refused(error: Exception) -> int:
+    """The command's answer to a user's error (a refused file, a full disk): one line, exit status 2."""
+    if isinstance(error, OSError) and error.strerror:
+        line = f"{error.filename or 'a file'}: {error.strerror}; allowed: a readable sweep folder and a writable output folder"
+    else:
+        line = str(error).splitlines()[0] if str(error) else type(error).__name__
+    print(f"error: {line}", file=sys.stderr)
+    return 2
 
 
 if __name__ == "__main__":

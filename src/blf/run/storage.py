@@ -1,8 +1,9 @@
-"""Atomic file writes and safe checkpoint reads.
+"""Atomic file writes and safe reads of the files a run folder holds.
 
 Every file a run leaves behind is written to a temporary file in the same folder and then
 renamed over the target, so a run killed at any moment leaves either the old or the new
-version, never half of one.
+version, never half of one. Every file read back is untrusted (docs/security.md): checkpoints
+hold tensors and plain values only, YAML is bounded before anything is built from it.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import io
 import json
 import math
 import os
+import stat
 import tempfile
 from collections.abc import Callable, Iterable
 from contextlib import contextmanager
@@ -19,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import yaml
 
 from blf.errors import CheckpointError, RecordError, UntrustedFileError
 
@@ -233,3 +236,67 @@ def read_jsonl(path: Path) -> list[dict]:
                               "JSON object per line, as this project writes them")
         rows.append(row)
     return rows
+
+
+# The YAML of a run folder (Hydra's `.hydra/*.yaml`) is read here, beside the checkpoint and
+# record readers, because the question is the same: how much of a file to accept before anything
+# is built from it (trust.py then decides what the accepted values may name). Hydra writes a few
+# KB, at most seven levels deep, and never an anchor or alias (it dumps plain containers).
+YAML_MAX_BYTES = 256 * 1024
+YAML_MAX_DEPTH = 32
+YAML_ALLOWED = (f"allowed: the files Hydra writes (plain YAML without anchors or aliases, at most {YAML_MAX_DEPTH} "
+                f"levels deep and {YAML_MAX_BYTES // 1024} KiB)")
+
+
+class _BoundedLoader(yaml.SafeLoader):
+    """yaml's SafeLoader (plain values, no Python objects) that refuses anchors and aliases and
+    nesting deeper than YAML_MAX_DEPTH as each node is composed, before the next is parsed: an
+    alias lets a few hundred bytes stand for billions of nodes once the tree is copied (OmegaConf
+    copies it), and yaml composes nested nodes by recursion."""
+
+    def __init__(self, stream, source: Path):
+        super().__init__(stream)
+        self.source, self.depth = source, 0
+
+    def compose_node(self, parent, index):
+        event = self.peek_event()
+        where = f"line {event.start_mark.line + 1}, column {event.start_mark.column + 1}"
+        if isinstance(event, yaml.AliasEvent) or getattr(event, "anchor", None) is not None:
+            raise UntrustedFileError(f"{self.source}: YAML aliases are not allowed (an anchor or alias at {where}; a few "
+                                     f"bytes of them can stand for billions of values); {YAML_ALLOWED}")
+        if self.depth >= YAML_MAX_DEPTH:
+            raise UntrustedFileError(f"{self.source}: nests deeper than {YAML_MAX_DEPTH} levels (at {where}); {YAML_ALLOWED}")
+        self.depth += 1
+        try:
+            return super().compose_node(parent, index)
+        finally:
+            self.depth -= 1
+
+
+def read_yaml(path: Path) -> Any:
+    """The plain data (dicts, lists, scalars) of an untrusted YAML file, bounded in size, depth and
+    alias use (YAML_ALLOWED); past a bound, UntrustedFileError naming the file. Text that is not
+    YAML raises RecordError, naming the file. A caller that needs OmegaConf builds it from a
+    mapping of this data (OmegaConf.create parses a str as YAML, aliases included)."""
+    path = Path(path)
+    # Non-blocking: a FIFO opens without waiting for a writer, and is then refused with devices.
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    with os.fdopen(fd, "rb") as handle:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise UntrustedFileError(f"{path} is not a regular file; {YAML_ALLOWED}")
+        data = handle.read(YAML_MAX_BYTES + 1)
+    if len(data) > YAML_MAX_BYTES:
+        raise UntrustedFileError(f"{path} is larger than {YAML_MAX_BYTES // 1024} KiB; {YAML_ALLOWED}")
+    loader = _BoundedLoader(data, path)
+    try:
+        return loader.get_single_data()
+    except yaml.MarkedYAMLError as error:
+        mark = error.problem_mark or error.context_mark
+        where = f", line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        what = "; ".join(str(part) for part in (error.context, error.problem) if part)
+        raise RecordError(f"{path} is not valid YAML ({what}{where}); {YAML_ALLOWED}") from None
+    except (yaml.YAMLError, ValueError) as error:  # bytes that are no text; a number of 5000 digits
+        raise RecordError(f"{path} is not valid YAML ({str(error).splitlines()[0] if str(error) else type(error).__name__}); "
+                          f"{YAML_ALLOWED}") from None
+    finally:
+        loader.dispose()

@@ -31,7 +31,6 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pandas as pd
-import yaml
 from hydra.errors import HydraException
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
@@ -291,6 +290,10 @@ class Study:
 
     def run(self, stage: str) -> int:
         with self.held():
+            if not self.dry_run:
+                # Every output is written without following a link: one planted in the output
+                # folder is refused before any stage runs or any file is written.
+                storage.refuse_links_inside(self.out)
             return self.run_stages(stage)
 
     def run_stages(self, stage: str) -> int:
@@ -418,8 +421,8 @@ def run_overrides(run: Path, drop: tuple[str, ...]) -> list[str]:
     each key exists by composing them."""
     source = run / ".hydra" / "overrides.yaml"
     try:
-        entries = yaml.safe_load(source.read_text())
-    except (OSError, yaml.YAMLError) as error:
+        entries = storage.read_yaml(source)  # bounded: size, depth, no aliases
+    except OSError as error:
         raise UntrustedFileError(f"{source} cannot be read ({type(error).__name__}); allowed: the file Hydra wrote") from None
     overrides = trust.check_overrides([] if entries is None else entries, source)
     # Only the run's own settings: where jobs go and how they launch stay the driver's.
@@ -456,6 +459,10 @@ def main(argv: list[str] | None = None) -> int:
         return 128 + stop.signum
     except BLFError as error:
         print(f"error: {error}", file=sys.stderr)
+        return 2
+    except OSError as error:  # the file system's answer (an output path that is a file, a full disk): nothing is lost
+        print(f"error: {error.filename or 'a file'}: {error.strerror or error}; allowed: a writable --sweep-dir and "
+              "--out-dir with free space", file=sys.stderr)
         return 2
     except (HydraException, OmegaConfBaseException) as error:  # an override Hydra cannot parse or apply
         first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
