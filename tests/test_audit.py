@@ -286,3 +286,31 @@ def test_evaluate_runs_the_audit_as_an_analysis_into_records_card_and_wandb(blf_
     assert run.summary["audit/eps=0.1/audited"] == pytest.approx(row["accuracy"])
     assert run.summary["audit/eps=0.1/audited_verdict"] == "inconclusive"
     assert "audit/figure/_type" in run.history_keys  # an image (W&B flattens its fields)
+
+
+BOMB = "a: &a [x, x, x, x, x, x, x, x, x]\n" + "".join(
+    f"{k}: &{k} [{', '.join(['*' + p] * 9)}]\n" for p, k in zip("abcdefgh", "bcdefghi"))
+
+
+def test_a_yaml_alias_bomb_in_what_the_audit_reads_is_refused_in_seconds(blf_run, tmp_path, capsys):
+    import shutil
+    import time
+
+    from blf.export import export
+
+    export(blf_run, "state_dict", tmp_path / "export")
+    (tmp_path / "export" / "config.yaml").write_text(BOMB)
+    start = time.perf_counter()
+    code, _, err = run_command(capsys, tmp_path / "export", *QUICK, "--out", tmp_path / "card")
+    assert "config.yaml" in one_error(code, err) and time.perf_counter() - start < 20
+    assert not (tmp_path / "card").exists()
+    # A run folder's .hydra files are not read by the audit (it reads the checkpoint): bombs there change nothing.
+    run = tmp_path / "run"
+    shutil.copytree(blf_run, run, ignore=shutil.ignore_patterns("analysis", "wandb"))
+    (run / ".hydra").mkdir(exist_ok=True)
+    for name in ("config.yaml", "overrides.yaml", "hydra.yaml"):
+        (run / ".hydra" / name).write_text(BOMB)
+    start = time.perf_counter()
+    code, out, err = run_command(capsys, run, *QUICK)
+    assert code == 0 and "# Audit of run" in out, err
+    assert time.perf_counter() - start < 60

@@ -34,6 +34,7 @@ from blf.assembly import name_components
 from blf.errors import CheckpointError, ConfigError, UntrustedFileError
 from blf.nn import heads
 from blf.nn.models import with_head
+from blf.run import storage
 
 
 @dataclass
@@ -101,13 +102,18 @@ def ours(path: Path, trust_code: bool) -> Target:
 
 
 def read_config(path: Path) -> dict:
-    """An export's config (YAML or JSON), plain data: untrusted, so checked by blf.trust before use."""
-    try:
-        text = path.read_text()
-        config = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
-    except (OSError, ValueError, yaml.YAMLError) as error:
-        raise UntrustedFileError(f"{path} cannot be read ({type(error).__name__}); allowed: the config "
-                                 "python -m blf.export wrote") from None
+    """An export's config (YAML or JSON), plain data: untrusted, so read within bounds (no YAML
+    aliases, a bounded size and depth: storage.read_yaml) and checked by blf.trust before use."""
+    if path.suffix != ".json":
+        config = storage.read_yaml(path)
+    else:
+        try:
+            if path.stat().st_size > storage.YAML_MAX_BYTES:
+                raise ValueError(f"larger than {storage.YAML_MAX_BYTES // 1024} KiB")
+            config = json.loads(path.read_text())
+        except (OSError, ValueError) as error:
+            raise UntrustedFileError(f"{path} cannot be read ({error}); allowed: the config python -m blf.export "
+                                     "wrote") from None
     if not isinstance(config, dict):
         raise UntrustedFileError(f"{path} holds a {type(config).__name__}, not a config; allowed: the config "
                                  "python -m blf.export wrote")
