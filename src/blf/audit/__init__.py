@@ -28,9 +28,10 @@ from blf import config as C
 from blf.audit import indicators
 from blf.audit.card import Audit
 from blf.audit.procedure import Procedure
-from blf.audit.subject import Subject, frozen, gradient_blockers
+from blf.audit.subject import Subject, gradient_blockers
 from blf.errors import ConfigError
 from blf.eval.attacks import PGD
+from blf.nn.models import frozen
 
 BUDGETS = ("quick", "standard", "thorough")
 

@@ -26,10 +26,11 @@ from omegaconf import DictConfig
 from torch import nn
 
 from blf.audit import indicators as I
-from blf.audit.subject import Subject, frozen
+from blf.audit.subject import Subject
 from blf.console import bar as progress_bar
 from blf.eval.attacks import APGDCE, BPDA, PGD, APGDTargeted, Attack, MarginPGD, PrelogitTargeted, Square
 from blf.nn.heads import Tanh
+from blf.nn.models import frozen
 
 log = logging.getLogger(__name__)
 

@@ -17,7 +17,6 @@ import copy
 import math
 import warnings
 from collections.abc import Callable
-from contextlib import contextmanager
 
 import torch
 from torch import nn
@@ -118,27 +117,6 @@ def with_straight_through(model: nn.Module, names: list[str]) -> nn.Module:
         parent = model.get_submodule(parent_name) if parent_name else model
         setattr(parent, child, StraightThrough(getattr(parent, child)))
     return model
-
-
-@contextmanager
-def frozen(model: nn.Module):
-    """Eval mode and no parameter gradients (models.frozen), for any module: a torch.export
-    program refuses `eval()` (it was exported in eval mode) and is left as it is."""
-    try:
-        was_training = model.training
-        model.eval()
-    except NotImplementedError:
-        was_training = None
-    flags = [p.requires_grad for p in model.parameters()]
-    for p in model.parameters():
-        p.requires_grad_(False)
-    try:
-        yield model
-    finally:
-        for p, flag in zip(model.parameters(), flags):
-            p.requires_grad_(flag)
-        if was_training:
-            model.train()
 
 
 class Subject:

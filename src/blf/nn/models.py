@@ -157,11 +157,16 @@ def frozen(model: nn.Module):
     """Eval mode and no parameter gradients: how attacks see the model.
 
     Eval mode matters (dropout off, batch-norm statistics fixed); dropping parameter
-    gradients saves the weight-gradient half of each backward pass. Both are restored.
+    gradients saves the weight-gradient half of each backward pass. Both are restored. A program
+    of torch.export (what blf.audit may be given) refuses `eval()`: it was exported in eval mode
+    and is left as it is.
     """
     was_training = model.training
     flags = [p.requires_grad for p in model.parameters()]
-    model.eval()
+    try:
+        model.eval()
+    except NotImplementedError:
+        was_training = None
     for p in model.parameters():
         p.requires_grad_(False)
     try:
@@ -169,4 +174,5 @@ def frozen(model: nn.Module):
     finally:
         for p, flag in zip(model.parameters(), flags):
             p.requires_grad_(flag)
-        model.train(was_training)
+        if was_training is not None:
+            model.train(was_training)
