@@ -164,20 +164,16 @@ class Procedure:
         everyone = torch.arange(n)
 
         # 1. The reported attack, restarts traced.
-        runs, traces = [], []
+        runs, traces, ends = [], [], []
         with self.bar(f"eps={eps:g} reported {self.reported.name}", n * self.budget.restarts) as bar:
             for r in range(self.budget.restarts):
                 points, trace = self.run(self.reported, plain, everyone, eps, bar, traced=True, seed_offset=r)
-                runs.append(self.survival(points, self.y))
+                ends.append(points)
                 traces.append(trace)
-                if r == 0:
-                    reported_points = points
+        reported_points = ends[0]
+        # The first run is the number a user would report; the others count for the audit only.
+        runs = [ledger.record(self.reported.name, everyone, points) for points in ends]
         reported = runs[0].clone()
-        ledger.record(self.reported.name, everyone, reported_points)
-        for r in range(1, len(runs)):  # the other restarts count for the audit, not for the reported number
-            ledger.attacks[self.reported.name] = torch.minimum(ledger.attacks[self.reported.name], runs[r])
-            lower = runs[r] < ledger.survival
-            ledger.survival[lower] = runs[r][lower]
 
         # 2. The indicators on the reported attack (per example, among the examples it left standing).
         standing = reported > 0
