@@ -86,6 +86,23 @@ def integer(key: str, value: Any, *, ge: int | None = None) -> int:
     return value
 
 
+def count_argument(what: str):
+    """An argparse `type` for an integer >= 1 counting `what` (jobs, examples): one line naming
+    the text and what is allowed."""
+    import argparse
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            value = 0
+        if value < 1:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a number of {what}; allowed: integers >= 1")
+        return value
+
+    return parse
+
+
 def boolean(key: str, value: Any) -> bool:
     if not isinstance(value, bool):
         raise ConfigError(f"{key}={value!r} is not a boolean; allowed: true, false")

@@ -18,10 +18,11 @@ import torch
 
 # `from blf.audit import ...` reads the module; `blf.audit` itself is the function (blf/__init__.py).
 from blf.audit import BUDGETS, audit, targets
-from blf.config import CONF
+from blf.config import CONF, count_argument
 from blf.errors import BLFError, ConfigError
 
 DATASETS = ("mnist", "cifar10")
+EXAMPLES = count_argument("examples")
 OUTPUTS = ("audit.md", "audit.json", "audit.png", "audit.pdf")
 
 
@@ -33,16 +34,6 @@ def eps_value(text: str) -> float:
         value = math.nan
     if not math.isfinite(value) or value < 0:
         raise argparse.ArgumentTypeError(f"--eps {text!r} is not a budget; allowed: finite numbers >= 0 or k/255")
-    return value
-
-
-def count(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number of examples; allowed: integers >= 1")
     return value
 
 
@@ -61,12 +52,12 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--dataset", choices=DATASETS, help="the test set (default: the one TARGET was trained on)")
     p.add_argument("--eps", type=eps_value, nargs="+", required=True, help="L-inf budgets (pixels in [0, 1]; k/255 allowed)")
     draw = p.add_mutually_exclusive_group()
-    draw.add_argument("--n", type=count, help="test images drawn by --seed (default 1000)")
-    draw.add_argument("--first", type=count, help="the first N test images")
+    draw.add_argument("--n", type=EXAMPLES, help="test images drawn by --seed (default 1000)")
+    draw.add_argument("--first", type=EXAMPLES, help="the first N test images")
     p.add_argument("--budget", default="standard", choices=BUDGETS)
     p.add_argument("--seed", type=int, default=0, help="draws the images and seeds every attack")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
-    p.add_argument("--batch-size", type=count, default=500)
+    p.add_argument("--batch-size", type=EXAMPLES, default=500)
     p.add_argument("--out", type=Path, help="folder for audit.md, audit.json, audit.png/.pdf")
     p.add_argument("--force", action="store_true", help="replace audit files already in --out")
     p.add_argument("--strict", action="store_true", help="exit 1 unless (a) reliable and (b) matches at every eps")

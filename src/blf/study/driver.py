@@ -438,7 +438,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("name", help="a study of conf/study/ (fig1, fig3, ..., table5, demo)")
     parser.add_argument("--profile", default="paper", choices=["paper", "smoke"])
     parser.add_argument("--launcher", default="basic", choices=LAUNCHERS)
-    parser.add_argument("--jobs", type=positive, default=2, help="parallel jobs for --launcher joblib")
+    parser.add_argument("--jobs", type=C.count_argument("jobs"), default=2, help="parallel jobs for --launcher joblib")
     parser.add_argument("--stage", default="all", choices=["all", "grid", "seeds", "report"])
     parser.add_argument("--dry-run", action="store_true", help="print the multiruns without running them")
     parser.add_argument("--progress-every", type=float, default=30.0, metavar="SECONDS",
@@ -471,17 +471,6 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         for signum, handler in handlers.items():
             signal.signal(signum, handler)
-
-
-def positive(text: str) -> int:
-    """--jobs: an integer >= 1."""
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number of jobs; allowed: integers >= 1")
-    return value
 
 
 if __name__ == "__main__":
