@@ -146,3 +146,17 @@ def test_budget_sweep_draws_steps_and_restarts_per_run_and_nothing_without_a_swe
     assert list(steps.lines[0].get_xdata()) == [10, 40, 1000] and list(steps.lines[0].get_ydata()) == [60.0, 50.0, 20.0]
     assert list(restarts.lines[0].get_xdata()) == [1, 5, 20] and list(restarts.lines[0].get_ydata()) == [50.0, 40.0, 30.0]
     assert figures.budget_sweep(frame()) is None
+
+
+def test_budget_sweep_draws_one_line_per_setting_the_mean_over_its_seeds():
+    base = {"dataset": "mnist", "model": "2c2f", "head": "identity", "gamma": None, "regularizer": "none", "lam": None,
+            "alpha": None, "training": "standard", "beta": None, "kind": "budget_sweep", "attack": "pgd", "eps": 0.15,
+            "attack.restart_steps": 40, "sweep_n": 200}
+    budgets = [(10, 1, [60.0, 50.0]), (40, 1, [40.0, 30.0]), (40, 5, [30.0, 26.0])]
+    df = pd.DataFrame([{**base, "run_dir": f"seed{seed}", "seed": seed, "attack.nb_iter": s, "attack.restarts": r,
+                        "accuracy": a[seed]} for s, r, a in budgets for seed in (0, 1)])
+    steps, restarts = figures.budget_sweep(df).axes
+    data = [line for line in steps.lines if line.get_marker() == "o"]  # not the error bars' caps
+    assert len(data) == 1 and list(data[0].get_ydata()) == [55.0, 35.0]
+    assert [t.get_text() for t in restarts.get_legend().get_texts()] == ["Baseline, 2 seeds"]
+    plt.close("all")

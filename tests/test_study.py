@@ -81,7 +81,8 @@ def test_launchers_share_the_cores():
 
 
 def small_study(tmp_path, launcher="basic"):
-    """fig3's driver on two tiny grid entries and two seeds, in tmp_path."""
+    """fig3's driver on two tiny grid entries and two seeds, with BLF gamma 1.5 (off the smoke
+    grid) over the seeds whatever the selection, in tmp_path."""
     # The integrity checks have tests of their own (test_integrity.py); here they would only add minutes.
     s = driver.Study("fig3", "smoke", launcher=launcher, jobs=2,
                      overrides=[*TINY, "trainer.epochs=1", "dataset.n_train=null", "eval.integrity.enabled=false"],
@@ -90,6 +91,7 @@ def small_study(tmp_path, launcher="basic"):
         s.cfg.study.grid = {"baseline": {"model": "2c2f", "training": "standard"},
                             "blf": {"model": "2c2f", "training": "standard", "head": "blf", "head.gamma": "0.5,1.0,1.5"}}
         s.cfg.study.seeds = [0, 1]
+        s.cfg.study.also_seeded = {"blf_1_5": {"model": "2c2f", "training": "standard", "head": "blf", "head.gamma": "1.5"}}
         s.cfg.limits.smoke.seeds = None
     s.spec = s.cfg.study
     return s
@@ -100,8 +102,9 @@ def test_study_runs_grid_selection_seeds_and_report_with_joblib(tmp_path, capsys
     assert s.run("all") == 0
     assert "!! SYNTHETIC DATA: ['mnist']" in capsys.readouterr().err  # TINY trains on synthetic data
     jobs = pd.read_csv(tmp_path / "results" / "jobs.csv")
-    # grid: baseline + BLF at 2 of 3 gammas (smoke keeps 2); seeds: seed 1 of each choice.
-    assert len(jobs) == 5 and set(jobs["status"]) == {"complete"}
+    # grid: baseline + BLF at 2 of 3 gammas (smoke keeps 2); seeds: seed 1 of each choice, and
+    # BLF gamma 1.5 (also_seeded) on seeds 0 and 1.
+    assert len(jobs) == 7 and set(jobs["status"]) == {"complete"}
     chosen = pd.read_csv(tmp_path / "results" / "selection.csv")
     assert sorted(chosen["method"]) == ["BLF", "Baseline"] and set(chosen.loc[chosen["method"] == "BLF", "hp_value"]) <= {0.5, 1.0}
     for name in ("fig3.png", "fig3.pdf", "fig3.md", "fig3.tex", "records.csv", "records.parquet", "selection.md"):
@@ -109,12 +112,15 @@ def test_study_runs_grid_selection_seeds_and_report_with_joblib(tmp_path, capsys
     assert len(pd.read_parquet(tmp_path / "results" / "records.parquet")) == len(pd.read_csv(tmp_path / "results" / "records.csv"))
     table = (tmp_path / "results" / "fig3.md").read_text()
     assert "BLF (gamma=" in table and "Baseline" in table and "[SYNTHETIC DATA: mnist]" in table.splitlines()[0]
+    assert "BLF (gamma=1.5)" not in table  # the figure is the selection's
+    seeded = (tmp_path / "results" / "fig3_seeds.md").read_text()
+    assert "(2 seeds each)" in seeded.splitlines()[0] and "BLF (gamma=1.5)" in seeded and "Baseline" in seeded
 
     # Rerunning finds everything done: nothing is launched, no run retrains, no record is duplicated.
     before = {p: p.stat().st_mtime for p in (tmp_path / "multirun").rglob("checkpoints/last.pt")}
     assert small_study(tmp_path).run("all") == 0
     out = capsys.readouterr().out
-    assert "$ " not in out and out.count("finished, not launched") == 4  # 2 grid + 2 seed multiruns
+    assert "$ " not in out and out.count("finished, not launched") == 5  # 2 grid + 2 seed + 1 also_seeded multiruns
     assert {p: p.stat().st_mtime for p in (tmp_path / "multirun").rglob("checkpoints/last.pt")} == before
     df, _ = collect.collect(tmp_path / "multirun")
     keys = df[df["kind"] == "robustness"][["run_dir", "attack", "eps"]]

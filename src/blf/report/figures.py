@@ -189,8 +189,9 @@ def norms_vs_accuracy(df: pd.DataFrame, eps: float, *, title: str = "",
 
 def budget_sweep(df: pd.DataFrame, *, title: str = "", axes: Iterable[Axes] | None = None) -> Figure | None:
     """PGD's accuracy against its steps (first axes, one restart) and against its restarts
-    (second, at the sweep's restart_steps), one line per run (blf.eval.budget_sweep): flat lines
-    mean the evaluated PGD had converged. None where the records hold no sweep."""
+    (second, at the sweep's restart_steps), one line per setting (blf.eval.budget_sweep), the mean
+    over its seeds with their standard deviation: flat lines mean the evaluated PGD had converged.
+    None where the records hold no sweep."""
     sweep = labels.annotate(df)
     sweep = sweep[sweep["kind"] == Kind.BUDGET_SWEEP] if "kind" in sweep else sweep.iloc[0:0]
     if sweep.empty:
@@ -199,13 +200,19 @@ def budget_sweep(df: pd.DataFrame, *, title: str = "", axes: Iterable[Axes] | No
     if own:
         axes = plt.subplots(1, 2, figsize=(9.0, 3.6), sharey=True)[1]
     axes = _given_axes(axes, 2, "the steps and restarts panels")
-    runs = sorted((rows for _, rows in sweep.groupby("run_dir")), key=lambda rows: labels.method_key(rows["method"].iloc[0]))
-    for rows in runs:
-        name = labels.label(rows.iloc[0], {"lam": "lambda"})
-        by_steps = rows[rows["attack.restarts"] == 1].sort_values("attack.nb_iter")
-        by_restarts = rows[rows["attack.nb_iter"] == rows["attack.restart_steps"]].sort_values("attack.restarts")
-        line = axes[0].plot(by_steps["attack.nb_iter"], by_steps["accuracy"], marker="o", label=name)[0]
-        axes[1].plot(by_restarts["attack.restarts"], by_restarts["accuracy"], marker="o", color=line.get_color(), label=name)
+    # One line per setting: the mean over its seeds, their standard deviation as error bars.
+    sweep = sweep.assign(_name=sweep.apply(lambda row: labels.label(row, {"lam": "lambda"}), axis=1))
+    settings = sorted(sweep.groupby(["_name", "model", "setting"]), key=lambda item: labels.method_key(item[1]["method"].iloc[0]))
+    for (name, _, _), rows in settings:
+        seeds = rows["run_dir"].nunique()
+        name = f"{name}, {seeds} seeds" if seeds > 1 else name
+        by_steps = rows[rows["attack.restarts"] == 1].groupby("attack.nb_iter")["accuracy"].agg(["mean", "std"])
+        by_restarts = (rows[rows["attack.nb_iter"] == rows["attack.restart_steps"]]
+                       .groupby("attack.restarts")["accuracy"].agg(["mean", "std"]))
+        line = axes[0].errorbar(by_steps.index, by_steps["mean"], yerr=by_steps["std"].fillna(0), marker="o", capsize=2,
+                                label=name)[0]
+        axes[1].errorbar(by_restarts.index, by_restarts["mean"], yerr=by_restarts["std"].fillna(0), marker="o", capsize=2,
+                         color=line.get_color(), label=name)
     eps = float(sweep["eps"].iloc[0])
     for ax, what in zip(axes, ("PGD steps (1 restart)", f"restarts of PGD-{int(sweep['attack.restart_steps'].iloc[0])}")):
         ax.set_xscale("log")

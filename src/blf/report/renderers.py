@@ -36,6 +36,24 @@ def curves(final: pd.DataFrame, spec: Mapping, path: Path, title: str) -> list[P
                                    [CURVE_NOTE, *tables.integrity_notes(final, tables.failed_checks(final))])]
 
 
+def seeded(records: pd.DataFrame, spec: Mapping, path: Path, title: str) -> list[Path]:
+    """Every setting trained over several seeds (the selected ones and the spec's `also_seeded`):
+    its curve table (mean over seeds with their standard deviation and the interval over seeds
+    and images) and, where recorded, its PGD budget sweep. Nothing where no setting has two seeds."""
+    several = tables.over_seeds(labels.annotate(records))
+    if several.empty:
+        return []
+    facets = list(spec.get("facets") or [])
+    counts = several.groupby(tables.SETTING, dropna=False)["seed"].nunique()
+    seeds = f"{counts.min()}" if counts.min() == counts.max() else f"{counts.min()}-{counts.max()}"
+    written = write_table(tables.curve_table(several, facets), path,
+                          f"{title}: accuracy (%) of every setting trained over several seeds ({seeds} seeds each)",
+                          [CURVE_NOTE, *tables.integrity_notes(several, tables.failed_checks(several))])
+    if (sweep := figures.budget_sweep(several, title=f"{title}: PGD budget sweep, mean and std over seeds")) is not None:
+        written += figures.save(sweep, path.with_name(f"{path.name}_budget_sweep"), close=True)
+    return written
+
+
 # The foot of a curve table and of a method table: what the brackets and the worst case are.
 CURVE_NOTE = (f"{statistics.CAPTION}. worst case (a+b): the adaptive worst case, per example over the attacks "
               "named, at each eps where it was recorded.")

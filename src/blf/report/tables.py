@@ -189,6 +189,18 @@ def to_latex(table: pd.DataFrame, caption: str = "") -> str:
     return "\n".join(lines) + "\n"
 
 
+SETTING = ["dataset", "model", "setting", "method", "hp", "hp_value"]
+
+
+def over_seeds(df: pd.DataFrame, least: int = 2) -> pd.DataFrame:
+    """The records of every setting (dataset, model, training, method and its hyper-parameter)
+    trained over at least `least` seeds. `df` must be annotated."""
+    if df.empty or "seed" not in df:
+        return df.iloc[0:0]
+    seeds = df.groupby(SETTING, dropna=False)["seed"].transform("nunique")
+    return df[seeds >= least]
+
+
 def curve_table(df: pd.DataFrame, facets: Sequence[str], decimals: int = 1) -> pd.DataFrame:
     """Accuracy against eps as a table: one row per (facets, method with its hyper-parameter,
     attack), each method's adaptive worst case (its worst-case rows, named by the attacks they

@@ -8,7 +8,8 @@
    values) on the first seed; the entries together are the paper's grids;
 2. selection (selection.py) over the grid's records: the paper's protocol, the table's attack,
    or none; `transfer` reuses a model's choice for another (WRN takes ResNet-18's);
-3. seeds: the selected settings as multiruns over the seeds;
+3. seeds: the selected settings as multiruns over the seeds, and the spec's `also_seeded`
+   settings (run over the seeds whatever the selection picks; their table: `<name>_seeds.md`);
 4. report: records -> `results/<name>/<profile>/` (records.csv/.parquet, jobs.csv, selection.md/.csv,
    the figure as PNG and PDF, tables as Markdown and LaTeX; blf.report.renderers).
 
@@ -143,7 +144,15 @@ class Study:
         self.stage("grid", self.grid_overrides())
 
     def grid_overrides(self) -> list[list[str]]:
-        return spec.grid_overrides(self.cfg, spec.run_config(self.experiment, self.profile).dataset.name)
+        return spec.grid_overrides(self.cfg, self.dataset())
+
+    def also_seeded(self) -> list[list[str]]:
+        """The multiruns of the settings the spec runs over every seed whatever the selection."""
+        return spec.also_seeded_overrides(self.cfg, self.dataset())
+
+    def dataset(self) -> str:
+        """The study's own dataset (a grid entry may name another)."""
+        return spec.run_config(self.experiment, self.profile).dataset.name
 
     def records(self) -> tuple[pd.DataFrame, pd.DataFrame]:
         if not self.sweep.is_dir():
@@ -175,9 +184,10 @@ class Study:
         return chosen
 
     def seeds(self, chosen: pd.DataFrame) -> None:
-        """Each selected setting over the seeds (the first seed's run exists and is skipped)."""
+        """Each selected setting over the seeds (the first seed's run exists and is skipped), and
+        the spec's `also_seeded` settings."""
         multiruns, done = [], set()
-        for _, row in chosen.iterrows():
+        for _, row in chosen.iterrows():  # empty where nothing was selected (select: none, no records)
             source = row["run_dir"] if isinstance(row["run_dir"], str) else None
             if source is None:  # a transferred choice: the source model's run, with the model swapped
                 source = chosen[(chosen["model"] == self.spec.transfer[row["model"]]) & (chosen["method"] == row["method"])
@@ -196,6 +206,7 @@ class Study:
             if key not in done:
                 done.add(key)
                 multiruns.append(overrides)
+        multiruns += [o for o in self.also_seeded() if tuple(sorted(o)) not in done]
         self.stage("seeds", multiruns)
 
     # --- reporting -------------------------------------------------------------------------
@@ -301,7 +312,7 @@ class Study:
             self.grid()
         df, jobs = self.records()
         chosen = self.select(df) if stage in ("all", "seeds", "report") else pd.DataFrame()
-        if stage in ("all", "seeds") and not chosen.empty:
+        if stage in ("all", "seeds") and not (chosen.empty and not self.also_seeded()):
             self.seeds(chosen)
             df, jobs = self.records()
         if self.dry_run:
@@ -318,6 +329,9 @@ class Study:
                                f"({self.spec.get('select')}): {self.title(df)}\n\n{selection.markdown(chosen)}\n")
         final = self.final(df, chosen)
         written = self.report(final)
+        if self.spec.get("also_seeded"):  # settings over the seeds beyond the selected ones: their own table
+            resolved = OmegaConf.to_container(self.spec, resolve=True)
+            written += renderers.seeded(df, resolved, self.out / f"{self.experiment}_seeds", self.title(df))
         compared, tables = self.versus_paper(final, self.tuned_per_table(df, chosen))
         written += compared
         self.log_report(tables)

@@ -64,17 +64,28 @@ def seeds_of(cfg: DictConfig, dataset: str) -> list[int]:
     return seeds[:limit] if limit else seeds
 
 
+def _entry(entry, limit: int | None) -> list[str]:
+    """A grid entry's overrides (`key=v1,v2,...`), each hyper-parameter's values cut to `limit`."""
+    items = []
+    for key, value in entry.items():
+        values = str(value).split(",")
+        if key in HYPERPARAMETERS and limit:
+            values = values[:limit]
+        items.append(f"{key}={','.join(values)}")
+    return items
+
+
 def grid_overrides(cfg: DictConfig, dataset: str) -> list[list[str]]:
     """One override list per grid entry (one multirun each), on the first seed, hyper-parameter
     grids shortened by the profile; `dataset` is the study's own where an entry names none."""
     limit = limits(cfg).grid_values
-    lists = []
-    for entry in cfg.study.grid.values():
-        items = []
-        for key, value in entry.items():
-            values = str(value).split(",")
-            if key in HYPERPARAMETERS and limit:
-                values = values[:limit]
-            items.append(f"{key}={','.join(values)}")
-        lists.append([*items, f"seed={seeds_of(cfg, entry.get('dataset', dataset))[0]}"])
-    return lists
+    return [[*_entry(entry, limit), f"seed={seeds_of(cfg, entry.get('dataset', dataset))[0]}"]
+            for entry in cfg.study.grid.values()]
+
+
+def also_seeded_overrides(cfg: DictConfig, dataset: str) -> list[list[str]]:
+    """One override list per entry of the spec's `also_seeded` (settings run over every seed
+    beside the selected ones, whatever the selection picks), over the profile's seeds."""
+    limit = limits(cfg).grid_values
+    return [[*_entry(entry, limit), "seed=" + ",".join(map(str, seeds_of(cfg, entry.get("dataset", dataset))))]
+            for entry in (cfg.study.get("also_seeded") or {}).values()]
