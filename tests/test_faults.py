@@ -233,6 +233,25 @@ def test_train_killed_at_any_point_resumes_to_the_uninterrupted_records(point, u
     assert (run_dir / "finished.json").read_text() == (uninterrupted / "finished.json").read_text()
 
 
+def test_a_finished_run_rerun_with_an_analysis_added_runs_that_and_no_attack_again(uninterrupted, tmp_path):
+    """What the study driver does when its spec adds an analysis to finished runs: train.py
+    resumes each, and only the analysis (with the worst case and the checks) runs."""
+    import shutil
+
+    run_dir = tmp_path / "run"
+    shutil.copytree(uninterrupted, run_dir)
+    attacked = [r for r in storage.read_jsonl(run_dir / "results.jsonl") if r["kind"] == "robustness"]
+    sweep = ["analysis=[operator_norm,budget_sweep]", "analysis.budget_sweep.steps=[1,2]", "analysis.budget_sweep.restarts=[1,2]",
+             "analysis.budget_sweep.restart_steps=2", "analysis.budget_sweep.max_n=8"]
+    rerun = run_app("train.py", *KILL_SETTINGS, *sweep, f"hydra.run.dir={run_dir}")
+    assert rerun.returncode == 0, rerun.stderr[-2000:]
+    assert "already recorded, not run again: pgd, square, operator_norm" in rerun.stdout + rerun.stderr
+    rows = storage.read_jsonl(run_dir / "results.jsonl")
+    assert [r for r in rows if r["kind"] == "robustness"] == attacked  # timings and all: not attacked again
+    assert len([r for r in rows if r["kind"] == "budget_sweep"]) == 3  # 1 and 2 steps; 2 restarts (1 is 2 steps)
+    assert {r["kind"] for r in rows} >= {"worst_case", "integrity", "operator_norm_summary"}
+
+
 def test_evaluate_killed_during_its_attacks_loses_nothing(uninterrupted, tmp_path):
     import shutil
 

@@ -29,6 +29,11 @@ log = logging.getLogger(__name__)
 
 
 
+def analysis_kind(analysis: str) -> Kind:
+    """The record kind that says an analysis ran (operator_norm: its summary row)."""
+    return Kind.OPERATOR_NORM_SUMMARY if analysis == "operator_norm" else Kind(analysis)
+
+
 class Assessment:
     """One checkpoint of one run, evaluated on one subset of the test set."""
 
@@ -87,13 +92,36 @@ class Assessment:
             kinds_wanted = {Kind.INTEGRITY}
         else:
             kinds_wanted = set()
-        kinds_wanted |= {Kind.OPERATOR_NORM_SUMMARY if a == "operator_norm" else Kind(a) for a in self.settings.analyses}
+        kinds_wanted |= {analysis_kind(a) for a in self.settings.analyses}
         return wanted <= have and kinds_wanted <= kinds
 
-    def run(self) -> tuple[list[dict], list[integrity.Verdict]]:
-        """(rows added, verdicts)."""
+    def recorded_attack(self, attack: Attack) -> bool:
+        """Whether every eps of `attack` has a record of this checkpoint and subset with the
+        attack's settings, its per-example outcome saved beside it."""
+        settings = {f"attack.{k}": str(v) for k, v in attack.settings().items()}
+        rows = [r for r in self.recorded() if r.get("kind") == Kind.ROBUSTNESS and r.get("attack") == attack.name
+                and all(str(r.get(k)) == v for k, v in settings.items())
+                and (self.workspace.root / self.workspace.outcome_name(r)).is_file()]
+        validated = {(r.get("attack"), round(r["eps"], 8)) for r in self.recorded() if r.get("kind") == Kind.VALIDATION}
+        return (all(any(abs(r["eps"] - e) < records.EPS_TOLERANCE for r in rows) for e in attack.eps)
+                and all((a.name, round(e, 8)) in validated for a, e in self.selection_budgets([attack])))
+
+    def run(self, resume: bool = False) -> tuple[list[dict], list[integrity.Verdict]]:
+        """(rows added, verdicts). `resume`: the attacks (settings and all) and analyses already
+        recorded for this checkpoint and subset are not run again (a training run rerun with an
+        analysis added, or killed after its attacks); the worst case and the integrity checks
+        are, over every outcome recorded."""
+        attacks, analyses = self.attacks, list(self.settings.analyses)
+        kinds = {r.get("kind") for r in self.recorded()} if resume else set()
+        if resume:
+            attacks = [a for a in attacks if not self.recorded_attack(a)]
+            analyses = [a for a in analyses if analysis_kind(a) not in kinds]
+            if kept := [a.name for a in self.attacks if a not in attacks] + [a for a in self.settings.analyses if a not in analyses]:
+                log.info("%s: already recorded, not run again: %s", self.workspace.root, ", ".join(kept))
         with precision.autocast(self.device, self.settings.amp):
-            new_rows = self.attack_rows() + self.analysis_rows()
+            # The norms row comes with the attacks; kept as it was where none runs again.
+            attacked = self.attack_rows(attacks) if attacks or Kind.NORMS not in kinds else []
+            new_rows = attacked + self.analysis_rows(analyses)
             self.workspace.add_results(new_rows)
             derived, verdicts = self.derived_rows()
         if self.settings.amp == "bf16" and self.settings.integrity.enabled:
@@ -103,17 +131,18 @@ class Assessment:
         self.workspace.add_results(derived)
         return new_rows + derived, verdicts
 
-    def selection_budgets(self) -> list[tuple[Attack, float]]:
+    def selection_budgets(self, attacks: list[Attack] | None = None) -> list[tuple[Attack, float]]:
         """(attack, eps) a hyper-parameter selection may score on the validation split: the paper's
-        attacks at the budgets selections use (the tables' and the training's) within their grids."""
+        attacks (of `attacks`, default all) at the budgets selections use (the tables' and the
+        training's) within their grids."""
         if self.validation is None:
             return []
-        return [(a, e) for a in self.attacks if a.name in PAPER for e in a.eps
+        return [(a, e) for a in (self.attacks if attacks is None else attacks) if a.name in PAPER for e in a.eps
                 if any(abs(e - s) < records.EPS_TOLERANCE for s in self.settings.selection_eps)]
 
-    def validation_rows(self) -> list[dict]:
+    def validation_rows(self, attacks: list[Attack]) -> list[dict]:
         rows = []
-        for attack, eps in self.selection_budgets():
+        for attack, eps in self.selection_budgets(attacks):
             torch.manual_seed(self.seed)
             correct = robustness.attacked_correct(self.classifier, self.validation, attack, eps,
                                                   attack.batch_size or self.batch_size, self.device)
@@ -125,9 +154,9 @@ class Assessment:
                      len(correct))
         return rows
 
-    def attack_rows(self) -> list[dict]:
+    def attack_rows(self, attacks: list[Attack]) -> list[dict]:
         norms, outcomes = robustness.evaluate(
-            self.classifier, self.subset, self.attacks, seed=self.seed, batch_size=self.batch_size, device=self.device,
+            self.classifier, self.subset, attacks, seed=self.seed, batch_size=self.batch_size, device=self.device,
             num_classes=self.dataset.num_classes, progress=self.settings.progress)
         rows = [{**self.common, **norms}]
         for row, correct in outcomes:
@@ -135,20 +164,20 @@ class Assessment:
             row["per_example"] = self.workspace.save_outcome(row, correct, self.index)
             rows.append(row)
         with frozen(self.classifier):
-            return rows + self.validation_rows()
+            return rows + self.validation_rows(attacks)
 
-    def analysis_rows(self) -> list[dict]:
+    def analysis_rows(self, analyses: list[str]) -> list[dict]:
         rows = []
-        if "operator_norm" in self.settings.analyses:
+        if "operator_norm" in analyses:
             layers = operator_norm.layer_norms(self.classifier)
             rows += [{**self.common, **r} for r in layers] + [{**self.common, **operator_norm.summary(layers)}]
-        if "loss_surface" in self.settings.analyses:
+        if "loss_surface" in analyses:
             rows += self.loss_surface_rows(self.settings.loss_surface)
-        if "budget_sweep" in self.settings.analyses:
+        if "budget_sweep" in analyses:
             rows += [{**self.common, **r} for r in budget_sweep.sweep(
                 self.classifier, self.subset, self.settings.sweep, batch_size=self.batch_size, device=self.device,
                 seed=self.seed, progress=self.settings.progress)]
-        if "audit" in self.settings.analyses:
+        if "audit" in analyses:
             rows += self.audit_rows(self.settings.audit)
         return rows
 
@@ -209,7 +238,7 @@ def assess(workspace: RunFolder, run: Assembly, tracker, *, skip_done: bool) -> 
     if skip_done and assessment.done():
         log.info("%s: evaluation already recorded, skipped", workspace.root)
         return assessment.recorded(), []
-    added, _ = assessment.run()
+    added, _ = assessment.run(resume=skip_done)
     recorded = assessment.recorded()
     tracker.log_evaluation(recorded, added)
     for card in assessment.cards:
