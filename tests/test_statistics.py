@@ -99,3 +99,12 @@ def test_a_cell_estimate_is_wilson_for_one_run_t_for_seeds_and_a_point_otherwise
     assert both.method == "bootstrap over 2 seeds and their images" and both.text().startswith("72.2 ± 3.1 [")
     assert statistics.estimate(statistics.samples(rows, "accuracy", accuracy=False)).method == "t over 2 seeds"
     assert statistics.estimate(statistics.samples(rows.iloc[:1], "accuracy", accuracy=False)).text() == "74.4"
+
+
+def test_an_accuracy_over_seeds_keeps_its_interval_within_0_and_100():
+    """Two seeds near 98% (t = 12.7 for one degree of freedom) and near 0.5%: the interval stops at the ends."""
+    high = statistics.estimate([sample(979, seed=0), sample(977, seed=1)])
+    low = statistics.estimate([sample(6, seed=0), sample(4, seed=1)])
+    assert high.high == 100.0 and 97.8 > high.low > 90 and low.low == 0.0 and low.high > 0.5
+    # A difference is not an accuracy: it keeps its whole interval.
+    assert statistics.difference([sample(6, seed=0), sample(4, seed=1)], [sample(979, seed=0), sample(977, seed=1)]).low < -98

@@ -39,6 +39,7 @@ a published number has no sampling model: one run is a point, an interval of zer
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -205,7 +206,9 @@ def seeds_and_images(found: Sequence[Sample]) -> Interval:
     rng = _rng()
     drawn = rng.integers(k, size=(RESAMPLES, k))
     means = 100 * (rng.binomial(n[drawn], accuracy[drawn]) / n[drawn]).mean(axis=1)
-    return _from_bootstrap(np.array([s.value for s in found]), means, f"bootstrap over {k} seeds and their images")
+    found = _from_bootstrap(np.array([s.value for s in found]), means, f"bootstrap over {k} seeds and their images")
+    # An accuracy lies in [0, 100]: the t-quantile's reach beyond it (two seeds: t = 12.7) is none of its range.
+    return dataclasses.replace(found, low=max(found.low, 0.0), high=min(found.high, 100.0))
 
 
 def paired_seeds_and_images(pairs: Sequence[tuple[np.ndarray, np.ndarray]]) -> Interval:
