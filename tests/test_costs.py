@@ -76,3 +76,11 @@ def test_every_measured_epoch_time_names_its_gpu_date_and_source():
     assert set(seconds["status"]) <= {"measured", "estimated"}
     measured = seconds[seconds["status"] == "measured"]
     assert measured[["gpu", "date", "source"]].notna().all().all() and len(measured) >= 4
+
+
+def test_also_seeded_settings_count_the_seeds_no_grid_run_has():
+    """mnist_2c2f: 16 grid runs on seed 0, each method's choice on seeds 1-4, and BLF gamma 1.0
+    (a grid value) on seeds 1-4 too: at most 36, an upper bound since the protocol may pick gamma 1.0."""
+    runs = costs.planned_runs("mnist_2c2f")
+    assert runs.query("stage == 'grid'")["runs"].sum() == 16 and runs.query("stage == 'seeds'")["runs"].sum() == 20
+    assert not runs.query("stage == 'seeds'")["exact"].all() and costs.costs("mnist_2c2f")["runs"] == 36

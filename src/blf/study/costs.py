@@ -4,8 +4,9 @@
 
 The runs follow from the spec (conf/study/<name>.yaml): the grid stage expands each entry's lists;
 the seeds stage reruns each selected setting on the other seeds, and on every seed for a model
-that reuses another's choice (`transfer`). Where a study tunes per attack (`select: attack`), each
-attack may choose another setting: the count is then an upper bound. Epochs come from the runs'
+that reuses another's choice (`transfer`), and runs the spec's `also_seeded` settings on every seed
+no grid run has. Where a study tunes per attack (`select: attack`), each attack may choose another
+setting, and the selection may pick an `also_seeded` setting: the count is then an upper bound. Epochs come from the runs'
 recipes (model.recipe, appendix B.2); the seconds of an epoch per (dataset, model, training) from
 `epoch_seconds.csv`, each row measured (which GPU, which date, how) or estimated, and said so.
 Evaluation is not included: its cost depends on the attacks and the number of test images, and
@@ -26,7 +27,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from blf.study import spec
+from blf.run import identity
+from blf.study import spec, sweep
 
 EPOCH_SECONDS = Path(__file__).with_name("epoch_seconds.csv")
 
@@ -86,6 +88,15 @@ def _planned_runs(name: str, profile: str) -> pd.DataFrame:
             for target, source in transfer.items():
                 if source == model:
                     rows.append(("seeds", dataset, target, training, choices * len(seeds), not per_attack or choices == 1))
+    # `also_seeded`: each such run that no grid run is. It may be a selected setting's too: an upper bound.
+    grid_runs = {identity.run_name(job) for overrides in spec.grid_overrides(cfg, base.dataset.name)
+                 for job in sweep.expand(overrides)}
+    for overrides in spec.also_seeded_overrides(cfg, base.dataset.name):
+        for job in sweep.expand(overrides):
+            if identity.run_name(job) not in grid_runs:
+                chosen = dict(o.split("=", 1) for o in job)
+                rows.append(("seeds", chosen.get("dataset", base.dataset.name), chosen.get("model", base.model.name),
+                             chosen.get("training", base.training.name), 1, False))
     frame = pd.DataFrame(rows, columns=["stage", "dataset", "model", "training", "runs", "exact"])
     frame = frame[frame["runs"] > 0]
     return frame.groupby(["stage", "dataset", "model", "training"], as_index=False).agg(runs=("runs", "sum"),
