@@ -233,6 +233,21 @@ def test_train_killed_at_any_point_resumes_to_the_uninterrupted_records(point, u
     assert (run_dir / "finished.json").read_text() == (uninterrupted / "finished.json").read_text()
 
 
+def test_a_run_killed_between_its_attacks_resumes_after_the_last_one_done(uninterrupted, tmp_path):
+    """PGD's seven budgets done, Square's one under way (the 8th attack step): the rerun attacks
+    with Square only, and ends with the uninterrupted run's records."""
+    run_dir = tmp_path / "run"
+    killed = run_killed_at("attack:8", *KILL_SETTINGS, f"hydra.run.dir={run_dir}")
+    assert killed.returncode == -9, killed.stderr[-2000:]
+    kept = {(r["kind"], r.get("attack")) for r in storage.read_jsonl(run_dir / "results.jsonl")}
+    assert ("robustness", "pgd") in kept and ("robustness", "square") not in kept
+    rerun = run_app("train.py", *KILL_SETTINGS, f"hydra.run.dir={run_dir}")
+    assert rerun.returncode == 0, rerun.stderr[-2000:]
+    assert "already recorded, not run again: pgd" in rerun.stdout + rerun.stderr
+    assert without_timing(storage.read_jsonl(run_dir / "results.jsonl")) == without_timing(
+        storage.read_jsonl(uninterrupted / "results.jsonl"))
+
+
 def test_a_finished_run_rerun_with_an_analysis_added_runs_that_and_no_attack_again(uninterrupted, tmp_path):
     """What the study driver does when its spec adds an analysis to finished runs: train.py
     resumes each, and only the analysis (with the worst case and the checks) runs."""

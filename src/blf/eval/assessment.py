@@ -119,10 +119,13 @@ class Assessment:
             if kept := [a.name for a in self.attacks if a not in attacks] + [a for a in self.settings.analyses if a not in analyses]:
                 log.info("%s: already recorded, not run again: %s", self.workspace.root, ", ".join(kept))
         with precision.autocast(self.device, self.settings.amp):
-            # The norms row comes with the attacks; kept as it was where none runs again.
-            attacked = self.attack_rows(attacks) if attacks or Kind.NORMS not in kinds else []
-            new_rows = attacked + self.analysis_rows(analyses)
-            self.workspace.add_results(new_rows)
+            # The norms row comes with the attacks, kept where it is recorded. A resumable run
+            # (train.py) keeps each attack as it ends; an evaluation asked for adds all or nothing.
+            keep = self.workspace.add_results if resume else None
+            attacked = self.attack_rows(attacks, keep, norms=Kind.NORMS not in kinds)
+            analysed = self.analysis_rows(analyses)
+            self.workspace.add_results(analysed if resume else attacked + analysed)
+            new_rows = attacked + analysed
             derived, verdicts = self.derived_rows()
         if self.settings.amp == "bf16" and self.settings.integrity.enabled:
             verdicts.append(integrity.precision_agreement(self.classifier, self.subset, self.batch_size, self.device,
@@ -154,17 +157,26 @@ class Assessment:
                      len(correct))
         return rows
 
-    def attack_rows(self, attacks: list[Attack]) -> list[dict]:
-        norms, outcomes = robustness.evaluate(
-            self.classifier, self.subset, attacks, seed=self.seed, batch_size=self.batch_size, device=self.device,
-            num_classes=self.dataset.num_classes, progress=self.settings.progress)
-        rows = [{**self.common, **norms}]
-        for row, correct in outcomes:
-            row = {**self.common, **row}
-            row["per_example"] = self.workspace.save_outcome(row, correct, self.index)
-            rows.append(row)
-        with frozen(self.classifier):
-            return rows + self.validation_rows(attacks)
+    def attack_rows(self, attacks: list[Attack], keep=None, norms: bool = True) -> list[dict]:
+        """The norms row (if `norms`) and each attack's rows at each eps (their outcomes saved).
+        `keep`: called with each attack's rows once it is done (the norms row with the first), so
+        that a run killed later resumes after it."""
+        for attack in attacks:  # every attack accepts the model before any runs
+            attack.check(self.classifier, self.dataset.num_classes)
+        rows = [{**self.common, **robustness.norms(self.classifier, self.subset, self.batch_size, self.device)}] if norms else []
+        done = 0
+        for attack in attacks:
+            for row, correct in robustness.robustness(self.classifier, self.subset, attack, batch_size=self.batch_size,
+                                                      seed=self.seed, device=self.device, progress=self.settings.progress):
+                row = {**self.common, **row}
+                row["per_example"] = self.workspace.save_outcome(row, correct, self.index)
+                rows.append(row)
+            with frozen(self.classifier):
+                rows += self.validation_rows([attack])
+            if keep is not None:
+                keep(rows[done:])
+                done = len(rows)
+        return rows
 
     def analysis_rows(self, analyses: list[str]) -> list[dict]:
         rows = []
