@@ -353,12 +353,13 @@ PROBES: dict[str, Probe | Covered | tuple[Probe, ...]] = {
     "study.transfer": P("study", {"study.transfer": {}}, **CIFAR_STUDY),
     "study.norm_eps": P("study", 0.0313725490, **{**CIFAR_STUDY, "experiment": "fig1"}),
     "study.compare": P("study", "[2]", **{**FIG3, "experiment": "table4"}),
+    "study.also_seeded": P("study", {"study.also_seeded": {"blf_1_5": {"head": "blf", "head.gamma": "1.5"}}}, **FIG3),
 }
 
 INERT: dict[str, str] = {}
 
 # Subtrees that are one value to the code that reads them (a grid, a per-dataset mapping).
-VALUES = ("study.grid", "study.seeds", "study.select_eps", "study.transfer", "limits")
+VALUES = ("study.grid", "study.seeds", "study.select_eps", "study.transfer", "study.also_seeded", "limits")
 LIST_GROUPS = ("attack", "analysis")
 
 
@@ -721,6 +722,7 @@ def test_study_key_changes_the_plan_selection_or_report(key, probe, tmp_path):
         final = s.final(df, chosen)
         written = s.report(final) + s.versus_paper(final, s.tuned_per_table(df, chosen))[0]
         return {"grid": s.grid_overrides(), "seeds": {d: spec.seeds_of(s.cfg, d) for d in ("mnist", "cifar10")},
+                "also_seeded": s.also_seeded(),
                 "chosen": chosen.to_csv(index=False),
                 # Tables as text, figures as the digest of their pixels (a PDF carries its date).
                 "files": {p.name: p.read_text() if p.suffix in (".md", ".tex", ".csv") else hashlib.sha1(p.read_bytes()).hexdigest()
