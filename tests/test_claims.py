@@ -331,3 +331,15 @@ def test_the_worst_case_reading_uses_the_worst_case_outcomes():
     assert (row["seeds"], row["seeds_worst_case"]) == (1, 1)
     assert row["effect_worst_case"] == pytest.approx(-10.0) and "paired (McNemar)" in row["numbers_worst_case"]
     assert set(verdicts["verdict"].map(claims.verdict_kind)) <= set(claims.VERDICTS)
+
+
+def test_a_failure_is_shown_by_the_comparison_that_fails():
+    """BLF clearly behind the Baseline (paired, nested outcomes) and level with LSQ on unpaired
+    records of 200 images (a wider interval, reaching further below zero): the claim fails, and its numbers
+    and effect are the comparison with the Baseline, not the inconclusive one."""
+    rows = [record("BLF", accuracy=20.0, eps=e) for e in (0.2, 0.25)]
+    rows += [record("Baseline", accuracy=23.0, eps=e) for e in (0.2, 0.25)]
+    rows += [record("LSQ", accuracy=20.5, eps=e, n=200, paired=False) for e in (0.2, 0.25)]
+    found = read("blf_most_robust_mnist_st_large_eps", *rows)
+    assert found.reading == "fails" and found.ci_high < 0 and found.effect == pytest.approx(-3.0)
+    assert "vs Baseline: 20 vs 23, -3.0 [" in found.numbers and found.numbers.count(" fails") == 2

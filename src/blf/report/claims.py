@@ -190,8 +190,14 @@ def _quorum(readings: Sequence[Reading], needed: int) -> tuple[str, Reading]:
     """The verdict of `needed` of `readings` holding, and the reading at the quorum's edge."""
     held = sum(r.verdict == "holds" for r in readings)
     possible = held + sum(r.verdict == "inconclusive" for r in readings)
+    if possible < needed:
+        # A failure is shown by a reading that fails: of the failures that decide it (one more
+        # than may miss), the least clear. Ordered by strength alone, an inconclusive reading
+        # with a wider interval would stand for it.
+        failing = sorted((r for r in readings if r.verdict == "fails"), key=lambda r: r.strength, reverse=True)
+        return "fails", failing[len(readings) - needed]
     deciding = sorted(readings, key=lambda r: r.strength, reverse=True)[needed - 1]
-    return ("holds" if held >= needed else "fails" if possible < needed else "inconclusive"), deciding
+    return ("holds" if held >= needed else "inconclusive"), deciding
 
 
 def _finding(readings: Sequence[Reading], quorum: str, minimum: int, situations: int,
