@@ -312,7 +312,7 @@ class Study:
             self.grid()
         df, jobs = self.records()
         chosen = self.select(df) if stage in ("all", "seeds", "report") else pd.DataFrame()
-        if stage in ("all", "seeds") and not (chosen.empty and not self.also_seeded()):
+        if stage in ("all", "seeds") and (not chosen.empty or self.also_seeded()):
             self.seeds(chosen)
             df, jobs = self.records()
         if self.dry_run:
