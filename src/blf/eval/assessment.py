@@ -95,14 +95,14 @@ class Assessment:
         kinds_wanted |= {analysis_kind(a) for a in self.settings.analyses}
         return wanted <= have and kinds_wanted <= kinds
 
-    def recorded_attack(self, attack: Attack) -> bool:
-        """Whether every eps of `attack` has a record of this checkpoint and subset with the
-        attack's settings, its per-example outcome saved beside it."""
+    def recorded_attack(self, attack: Attack, recorded: list[dict]) -> bool:
+        """Whether every eps of `attack` has a record among `recorded` (this checkpoint's and
+        subset's) with the attack's settings, its per-example outcome saved beside it."""
         settings = {f"attack.{k}": str(v) for k, v in attack.settings().items()}
-        rows = [r for r in self.recorded() if r.get("kind") == Kind.ROBUSTNESS and r.get("attack") == attack.name
+        rows = [r for r in recorded if r.get("kind") == Kind.ROBUSTNESS and r.get("attack") == attack.name
                 and all(str(r.get(k)) == v for k, v in settings.items())
                 and (self.workspace.root / self.workspace.outcome_name(r)).is_file()]
-        validated = {(r.get("attack"), round(r["eps"], 8)) for r in self.recorded() if r.get("kind") == Kind.VALIDATION}
+        validated = {(r.get("attack"), round(r["eps"], 8)) for r in recorded if r.get("kind") == Kind.VALIDATION}
         return (all(any(abs(r["eps"] - e) < records.EPS_TOLERANCE for r in rows) for e in attack.eps)
                 and all((a.name, round(e, 8)) in validated for a, e in self.selection_budgets([attack])))
 
@@ -112,9 +112,10 @@ class Assessment:
         analysis added, or killed after its attacks); the worst case and the integrity checks
         are, over every outcome recorded."""
         attacks, analyses = self.attacks, list(self.settings.analyses)
-        kinds = {r.get("kind") for r in self.recorded()} if resume else set()
+        recorded = self.recorded() if resume else []
+        kinds = {r.get("kind") for r in recorded}
         if resume:
-            attacks = [a for a in attacks if not self.recorded_attack(a)]
+            attacks = [a for a in attacks if not self.recorded_attack(a, recorded)]
             analyses = [a for a in analyses if analysis_kind(a) not in kinds]
             if kept := [a.name for a in self.attacks if a not in attacks] + [a for a in self.settings.analyses if a not in analyses]:
                 log.info("%s: already recorded, not run again: %s", self.workspace.root, ", ".join(kept))
