@@ -495,31 +495,22 @@ def test_a_checkpoint_config_never_hands_omegaconf_an_interpolation(trained_run,
 # --- 7. the report's output folder -------------------------------------------------------------
 
 
-def test_a_link_in_the_reports_output_folder_is_refused_in_one_line(hydra_run, tmp_path):
+@pytest.mark.parametrize("command, table", [
+    (("-m", "blf.report", "{sweep}", "{out}"), "accuracy.md"),
+    # the study's table, written last: the driver must refuse before anything else is written
+    (("-m", "blf.study", "demo", "--stage", "report", "--sweep-dir", "{sweep}", "--out-dir", "{out}"), "demo.md"),
+], ids=["report", "study"])
+def test_a_link_in_the_output_folder_is_refused_before_anything_is_written(hydra_run, tmp_path, command, table):
     sweep = tmp_path / "sweep"
     copy_run(hydra_run, sweep / "good")
     out = tmp_path / "out"
     out.mkdir()
     victim = tmp_path / "victim"
     victim.write_text("precious")
-    (out / "accuracy.md").symlink_to(victim)
-    line = bad(python("-m", "blf.report", str(sweep), str(out), cwd=REPO, timeout=120))
-    assert f"{out / 'accuracy.md'} is a symbolic link" in line and victim.read_text() == "precious"
-    assert [p.name for p in out.iterdir()] == ["accuracy.md"]  # nothing written beside it
-
-
-def test_a_link_in_the_drivers_output_folder_is_refused_before_anything_is_written(hydra_run, tmp_path):
-    sweep = tmp_path / "sweep"
-    copy_run(hydra_run, sweep / "good")
-    out = tmp_path / "out"
-    out.mkdir()
-    victim = tmp_path / "victim"
-    victim.write_text("precious")
-    (out / "demo.md").symlink_to(victim)  # the study's table, written last
-    line = bad(python("-m", "blf.study", "demo", "--stage", "report", "--sweep-dir", str(sweep), "--out-dir", str(out),
-                      cwd=REPO, timeout=120))
-    assert f"{out / 'demo.md'} is a symbolic link" in line and victim.read_text() == "precious"
-    assert [p.name for p in out.iterdir()] == ["demo.md"]  # nothing written beside it
+    (out / table).symlink_to(victim)
+    line = bad(python(*(a.format(sweep=sweep, out=out) for a in command), cwd=REPO, timeout=120))
+    assert f"{out / table} is a symbolic link" in line and victim.read_text() == "precious"
+    assert [p.name for p in out.iterdir()] == [table]  # nothing written beside it
 
 
 @pytest.mark.parametrize("command", ["report", "study"])
