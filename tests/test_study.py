@@ -133,6 +133,25 @@ def test_study_runs_grid_selection_seeds_and_report_with_joblib(tmp_path, capsys
     assert not again.finished(grid[0])
 
 
+def test_a_selected_settings_seeds_land_beside_its_grid_run(tmp_path, monkeypatch):
+    """mnist_2c2f's grid entries leave the model to the experiment: the seeds of the selected
+    setting are the grid run's overrides with other seeds, so its seed-0 folder is the grid run's
+    and seeds 1-4 are the folders `make mnist-2c2f` trained, not a second set under other names."""
+    s = driver.Study("mnist_2c2f", "paper", overrides=["trainer.threads=1"], sweep=tmp_path / "multirun",
+                     out=tmp_path / "results")
+    grid_run = tmp_path / "multirun" / "regularizer.lam:0.05+regularizer:logit_squeezing+seed:0"
+    storage.write_text(grid_run / ".hydra" / "overrides.yaml", "- experiment=mnist_2c2f\n- profile=paper\n"
+                       "- regularizer=logit_squeezing\n- regularizer.lam=0.05\n- seed=0\n- trainer.threads=1\n")
+    chosen = pd.DataFrame([{"run_dir": str(grid_run), "model": "2c2f", "method": "LSQ", "setting": "ST",
+                            "dataset": "mnist", "seed": 0, "for_attack": None}])
+    launched = []
+    monkeypatch.setattr(s, "stage", lambda name, multiruns: launched.extend(multiruns))
+    s.seeds(chosen)
+    lsq = [o for o in launched if "regularizer=logit_squeezing" in o]
+    assert len(lsq) == 1 and not any(o.startswith("model=") for o in lsq[0])
+    assert [f.name for f in s.folders(lsq[0])] == [grid_run.name.replace("seed:0", f"seed:{n}") for n in range(5)]
+
+
 def test_the_driver_shows_progress_and_names_unfinished_runs_with_their_logs(tmp_path, capsys):
     s = small_study(tmp_path)
     s.extra += ["optim.lr=1e30", "optim.momentum=0.9"]  # the loss overflows: every job fails in training

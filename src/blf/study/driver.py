@@ -188,18 +188,22 @@ class Study:
         the spec's `also_seeded` settings."""
         multiruns, done = [], set()
         for _, row in chosen.iterrows():  # empty where nothing was selected (select: none, no records)
-            source = row["run_dir"] if isinstance(row["run_dir"], str) else None
-            if source is None:  # a transferred choice: the source model's run, with the model swapped
+            transferred = not isinstance(row["run_dir"], str)
+            source = row["run_dir"]
+            if transferred:  # a transferred choice: the source model's run, with the model swapped
                 source = chosen[(chosen["model"] == self.spec.transfer[row["model"]]) & (chosen["method"] == row["method"])
                                 & (chosen["setting"] == row["setting"]) & (chosen["dataset"] == row["dataset"])
                                 & (chosen["for_attack"].fillna("") == (row["for_attack"] or ""))]["run_dir"].iloc[0]
             own = {o.split("=", 1)[0] for o in self.extra}
             overrides = run_overrides(collect.folder(source), drop=("seed", "trainer.threads", "experiment", "profile", *own))
             self.check_relaunch(collect.folder(source), overrides)
-            if row["model"] != selection_model(overrides):
+            # Only a transferred choice names its model: the seeds of a grid run's own setting are
+            # its overrides with another seed, so seed 0's folder is the grid run and not a second one
+            # (a `model=` its grid entry left to the experiment would rename every folder).
+            if transferred:
                 overrides = [o for o in overrides if not o.startswith("model=")] + [f"model={row['model']}"]
             seeds = spec.seeds_of(self.cfg, row["dataset"])
-            if seeds == [int(row["seed"])] and isinstance(row["run_dir"], str):
+            if seeds == [int(row["seed"])] and not transferred:
                 continue  # the grid run is the only seed wanted: nothing to launch
             overrides.append("seed=" + ",".join(map(str, seeds)))
             key = tuple(sorted(overrides))
@@ -441,10 +445,6 @@ def run_overrides(run: Path, drop: tuple[str, ...]) -> list[str]:
     overrides = trust.check_overrides([] if entries is None else entries, source)
     # Only the run's own settings: where jobs go and how they launch stay the driver's.
     return [o for o in overrides if o.split("=", 1)[0] not in drop]
-
-
-def selection_model(overrides: list[str]) -> str | None:
-    return next((o.split("=", 1)[1] for o in overrides if o.startswith("model=")), None)
 
 
 def main(argv: list[str] | None = None) -> int:
