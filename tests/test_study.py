@@ -152,6 +152,24 @@ def test_a_selected_settings_seeds_land_beside_its_grid_run(tmp_path, monkeypatc
     assert [f.name for f in s.folders(lsq[0])] == [grid_run.name.replace("seed:0", f"seed:{n}") for n in range(5)]
 
 
+def test_a_transferred_choice_runs_the_source_setting_on_its_own_model(tmp_path, monkeypatch):
+    """fig4: WRN-34-10 takes ResNet-18's selected setting ("the same hyper-parameters as those of
+    RN18"): its seeds are the ResNet-18 grid run's overrides with the model swapped."""
+    s = driver.Study("fig4", "paper", overrides=["trainer.threads=1"], sweep=tmp_path / "multirun", out=tmp_path / "results")
+    grid_run = tmp_path / "multirun" / "head.gamma:0.8+head:blf+model:resnet18+seed:0+training:standard"
+    storage.write_text(grid_run / ".hydra" / "overrides.yaml", "- experiment=fig4\n- profile=paper\n- model=resnet18\n"
+                       "- training=standard\n- head=blf\n- head.gamma=0.8\n- seed=0\n")
+    row = {"method": "BLF", "setting": "ST", "dataset": "cifar10", "seed": 0, "for_attack": None}
+    chosen = pd.DataFrame([{**row, "run_dir": str(grid_run), "model": "resnet18"},
+                           {**row, "run_dir": None, "model": "wrn34_10"}])
+    launched = []
+    monkeypatch.setattr(s, "stage", lambda name, multiruns: launched.extend(multiruns))
+    s.seeds(chosen)
+    models = [[o for o in overrides if o.startswith("model=")] for overrides in launched]
+    assert models == [["model=resnet18"], ["model=wrn34_10"]]
+    assert [f.name for f in s.folders(launched[1])][0] == grid_run.name.replace("resnet18", "wrn34_10")
+
+
 def test_the_driver_shows_progress_and_names_unfinished_runs_with_their_logs(tmp_path, capsys):
     s = small_study(tmp_path)
     s.extra += ["optim.lr=1e30", "optim.momentum=0.9"]  # the loss overflows: every job fails in training
