@@ -94,3 +94,21 @@ def test_batches_are_floats_in_the_unit_interval():
     assert x.dtype == torch.float32 and 0.0 <= float(x.min()) and float(x.max()) <= 1.0
     assert torch.equal(x, split.images[:10].float() / 255)
     assert sum(len(y) for _, y in split.batches(16)) == len(split)
+
+
+@pytest.mark.parametrize("fault", ["dangling link", "file"])
+def test_a_data_folder_that_is_a_dangling_link_or_a_file_is_one_line(tmp_path, fault):
+    """A `data` link to another machine's folder (once committed by accident) made `make demo`
+    end in mkdir's FileExistsError traceback; now one line names the link and the way out."""
+    from conftest import TINY, bad, run_app
+
+    root = tmp_path / "data"
+    if fault == "file":
+        root.write_text("not a folder\n")
+    else:
+        root.symlink_to(tmp_path / "elsewhere" / "data")
+    line = bad(run_app("train.py", *TINY, "dataset.synthetic=false", f"paths.data_dir={root}",
+                       f"hydra.run.dir={tmp_path / 'run'}"))
+    says = "is a symbolic link to" if fault != "file" else "is not a folder"
+    assert f"dataset.root={root}: {root} {says}" in line and "allowed:" in line
+    assert not (tmp_path / "run").exists() and not (tmp_path / "elsewhere").exists()

@@ -120,6 +120,22 @@ def hold_out(dataset: Dataset, n: int) -> Dataset:
 
 
 SHAPES = {"mnist": (1, 28, 28), "cifar10": (3, 32, 32)}
+
+
+def usable_root(root: Path) -> Path:
+    """`root`, once every part of it that exists is a folder: a symbolic link that leads nowhere
+    (one machine's data folder, copied to another) or a file in its way would otherwise fail deep in
+    torchvision or mkdir with a traceback."""
+    for part in [*reversed(root.parents), root]:
+        if part.is_symlink() and not part.exists():
+            raise DataError(
+                f"dataset.root={root}: {part} is a symbolic link to {os.readlink(part)}, which does not exist; "
+                f"allowed: remove the link (the data is fetched into a new folder), point it at an existing "
+                f"folder, or set dataset.root (paths.data_dir) to another folder")
+        if part.exists() and not part.is_dir():
+            raise DataError(f"dataset.root={root}: {part} is not a folder; allowed: a folder, or a path "
+                            "where one can be made (dataset.root, paths.data_dir)")
+    return root
 NUM_CLASSES = {"mnist": 10, "cifar10": 10}
 
 
@@ -135,7 +151,7 @@ def load(cfg: DictConfig) -> Dataset:
     use_synthetic = mode is True or str(mode).lower() == "true"
     if not use_synthetic:
         try:
-            train, test = LOADERS[name](Path(cfg.root), bool(cfg.download))
+            train, test = LOADERS[name](usable_root(Path(cfg.root)), bool(cfg.download))
         except DataError as error:
             if str(mode).lower() != "auto":
                 raise

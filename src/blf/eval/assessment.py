@@ -67,7 +67,7 @@ class Assessment:
             **records.provenance(trained), "augmented": trained.get("augmented"), "threads": torch.get_num_threads(),
             # The CPU kernels torch chose (AVX512, AVX2, ...): numbers differ slightly between them.
             "cpu_capability": torch.backends.cpu.get_cpu_capability(),
-            "evaluated_at": records.now(), "run_dir": str(workspace.root),
+            "evaluated_at": records.now(), "run_dir": records.recorded_run_dir(workspace.root),
         }
 
     def mine(self, row: dict) -> bool:

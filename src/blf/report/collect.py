@@ -25,14 +25,8 @@ from blf.errors import BLFError, RecordError, UntrustedFileError
 from blf.report import figures, provenance, tables
 from blf.run import records, storage
 
-REPO = Path(__file__).resolve().parents[3]
-
-
-def shown(run: Path) -> str:
-    """A run folder as records and jobs.csv name it: relative to the repository where it lies
-    inside (files shipped or shared name no machine's paths), absolute elsewhere."""
-    run = Path(run).resolve()
-    return str(run.relative_to(REPO)) if run.is_relative_to(REPO) else str(run)
+REPO = records.REPO
+shown = records.shown_run_dir
 
 
 def folder(run_dir: str) -> Path:

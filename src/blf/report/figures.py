@@ -36,7 +36,9 @@ def save(fig: Figure, path: Path, close: bool = False) -> list[Path]:
     for suffix in (".png", ".pdf"):
         target = path.with_suffix(suffix)
         buffer = io.BytesIO()
-        fig.savefig(buffer, format=suffix[1:], dpi=150, bbox_inches="tight")
+        # No creation date in the PDF: the same records give the same files, byte for byte.
+        fig.savefig(buffer, format=suffix[1:], dpi=150, bbox_inches="tight",
+                    metadata={"CreationDate": None} if suffix == ".pdf" else None)
         storage.write_bytes(target, buffer.getvalue())
         written.append(target)
     if close:

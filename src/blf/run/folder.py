@@ -30,9 +30,11 @@ from blf import config as C
 from blf.errors import BusyError, CheckpointError
 from blf.run import identity, records, storage
 
-# The files of Hydra's record that a refused command puts back (names come from a checkpoint,
-# so only these plain names are ever written).
-HYDRA_FILES = ("config.yaml", "hydra.yaml", "overrides.yaml")
+# What a checkpoint keeps of Hydra's record, to put it back when a different run is refused here
+# (names come from a checkpoint, so only these plain names are ever written). Not hydra.yaml: it
+# holds the machine's paths (cwd, output_dir, the config search path), nothing reads it, and a
+# checkpoint travels to other machines (docs/results/*/runs).
+HYDRA_FILES = ("config.yaml", "overrides.yaml")
 # What a command leaves in a folder before it has done anything (Hydra's record and log, our lock,
 # the W&B run's folder and id).
 BOOKKEEPING = {".hydra", "train.log", "evaluate.log", ".lock", "wandb", "wandb_id.json"}
@@ -149,7 +151,7 @@ class RunFolder:
     def hydra_files(self) -> dict[str, str]:
         if not self.hydra_dir.is_dir():
             return {}
-        return {p.name: p.read_text() for p in sorted(self.hydra_dir.glob("*.yaml"))}
+        return {name: (self.hydra_dir / name).read_text() for name in HYDRA_FILES if (self.hydra_dir / name).is_file()}
 
     def ensure_same_run(self, saved: dict, requested: dict, saved_hydra_files: dict[str, str]) -> None:
         """Refuse to resume a run with settings that would make it a different run

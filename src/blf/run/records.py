@@ -5,7 +5,7 @@ A run folder's `results.jsonl` holds rows of the kinds in `Kind`. Every row carr
   profile, dataset, n_train, model, seed, epochs, run_key (a digest of the identity keys,
   identity.py), head, gamma, regularizer, lam, alpha, training, beta, synthetic;
 - the evaluation it belongs to: checkpoint, checkpoint_epoch, clean_test_acc, n, eval_seed,
-  evaluated_at, run_dir;
+  evaluated_at, run_dir (`recorded_run_dir`: no machine's absolute path);
 - its provenance (`provenance`): the record schema, the code version that evaluated it and the
   one that trained the checkpoint (so stale results can be told apart), augmented, threads,
   cpu_capability.
@@ -83,7 +83,23 @@ EPS_DECIMALS = 8
 TABLE_COLUMNS = ("experiment", "dataset", "model", "training", "head", "gamma", "regularizer", "lam", "alpha", "beta",
                  "seed")
 
-_REPO = Path(__file__).resolve().parents[3]
+REPO = Path(__file__).resolve().parents[3]
+
+
+def shown_run_dir(run: Path) -> str:
+    """A run folder as a shared file names it: relative to the repository where it lies inside,
+    absolute elsewhere (a report's jobs.csv on the machine that made it)."""
+    run = Path(run).resolve()
+    return str(run.relative_to(REPO)) if run.is_relative_to(REPO) else str(run)
+
+
+def recorded_run_dir(run: Path) -> str:
+    """The `run_dir` a record stores: relative to the repository where the folder lies inside,
+    else the folder's own name; never a machine's absolute path, since the record is shipped with
+    the folder. Readers never use it to find files: the report sets `run_dir` from where it
+    found the record (collect.py)."""
+    run = Path(run).resolve()
+    return str(run.relative_to(REPO)) if run.is_relative_to(REPO) else run.name
 
 
 @functools.cache
@@ -92,7 +108,7 @@ def code_version() -> dict:
     Dirty means tracked files differ from the commit, so the commit alone does not say what ran."""
 
     def git(*args: str) -> str:
-        return subprocess.run(["git", *args], cwd=_REPO, capture_output=True, text=True, timeout=30,
+        return subprocess.run(["git", *args], cwd=REPO, capture_output=True, text=True, timeout=30,
                               check=True).stdout.strip()
 
     try:
