@@ -193,7 +193,11 @@ def test_the_command_audits_every_export(blf_run, tmp_path, capsys, fmt, kind):
     from blf.export import export
 
     export(blf_run, fmt, tmp_path / fmt)
-    code, out, err = run_command(capsys, tmp_path / fmt, *QUICK)
+    program = fmt != "state_dict"
+    if program:  # a program is its author's code: loaded only on the user's word
+        code, _, err = run_command(capsys, tmp_path / fmt, *QUICK)
+        assert "--trust-code" in one_error(code, err) and "runs its author's code" in err
+    code, out, err = run_command(capsys, tmp_path / fmt, *QUICK, *(["--trust-code"] if program else []))
     assert code == 0, err
     assert f"({kind})" in out
     data_prelogits = "state_dict" == fmt  # rebuilt as our classifier: pre-logits and head known
@@ -220,7 +224,7 @@ def test_the_command_audits_a_factory_with_keyword_arguments_and_no_weights(tmp_
 
 
 @pytest.mark.parametrize("setup, args, expected", [
-    (lambda d: (d / "notes.txt").write_text("hello"), ["{d}/notes.txt"], "unreadable as weights"),
+    (lambda d: (d / "notes.txt").write_text("hello"), ["{d}/notes.txt"], "unreadable: not a torch.save archive"),
     (lambda d: (d / "empty").mkdir(), ["{d}/empty"], "a folder of no known kind"),
     (lambda d: None, ["{d}/missing"], "does not exist"),
     (lambda d: None, ["--model", "audit_zoo:raising"], "raised ValueError"),

@@ -189,15 +189,16 @@ def test_make_help_lists_every_target():
 
 @pytest.mark.parametrize("line", [c for c in commands("python -m blf.audit") if "--model" not in c])  # factories: test_audit.py
 def test_audit_commands_run(line, tmp_path):
-    """The audit as documented, on a tiny MNIST run (and its torch.export) in place of the demo's
-    run folder and `export/`, on 20 synthetic test images with the quick budget."""
+    """The audit as documented, on a tiny MNIST run (and its state_dict and torch.export exports) in
+    place of the demo's run folder, `export/` and `program/`, on 20 synthetic test images with the quick budget."""
     from blf.export import export
 
     run_dir = tmp_path / "run"
     app.train(compose_config("train", as_overrides(tiny_train({"head": "blf"}))), run_dir)
-    export(run_dir, "torch_export", tmp_path / "export")
+    export(run_dir, "state_dict", tmp_path / "export")
+    export(run_dir, "torch_export", tmp_path / "program")
     swap = {"multirun/demo/head:blf+seed:0": str(run_dir), "export/": str(tmp_path / "export"),
-            "audit/": str(tmp_path / "audit")}
+            "program/model.pt2": str(tmp_path / "program" / "model.pt2"), "audit/": str(tmp_path / "audit")}
     words = [swap.get(w, w) for w in shlex.split(line)[3:]]
     result = subprocess.run([sys.executable, "-m", "blf.audit", *words, "--synthetic", "--n", "20", "--budget", "quick",
                              "--no-progress"], cwd=REPO, capture_output=True, text=True,

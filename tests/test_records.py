@@ -152,5 +152,5 @@ def test_an_empty_checkpoint_file_is_one_clear_error(tmp_path):
 
     empty = tmp_path / "best.pt"
     empty.write_bytes(b"")
-    with pytest.raises(CheckpointError, match="is unreadable .EOFError"):
+    with pytest.raises(CheckpointError, match="is unreadable .an empty file"):
         storage.load_checkpoint(empty)

@@ -50,3 +50,9 @@ class NoFollowFileHandler(logging.FileHandler):
 
         fd = storage.open_nofollow(self.baseFilename, os.O_WRONLY | os.O_APPEND | os.O_CREAT)
         return os.fdopen(fd, "a", encoding=self.encoding, errors=self.errors)
+
+
+def interrupted(kept: str) -> int:
+    """Ctrl-C's answer from a command: one line saying what was kept; exit status 130 (128 + SIGINT)."""
+    print(f"error: interrupted; {kept}", file=sys.stderr)
+    return 130

@@ -25,7 +25,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from blf import config as C
-from blf.audit import indicators
+from blf.audit import contract
 from blf.audit.card import Audit
 from blf.audit.procedure import Procedure
 from blf.audit.subject import Subject, gradient_blockers
@@ -58,8 +58,8 @@ def check_eps(eps) -> list[float]:
     if not values:
         raise ConfigError("eps is empty; allowed: one or more numbers >= 0")
     for value in values:
-        if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value) or value < 0:
-            raise ConfigError(f"eps={value!r} is not a budget; allowed: finite numbers >= 0 (L-inf, pixels in [0, 1])")
+        if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value) or not 0 <= value <= 1:
+            raise ConfigError(f"eps={value!r} is not a budget; allowed: numbers in [0, 1] (L-inf, pixels in [0, 1])")
     return sorted({float(v) for v in values})
 
 
@@ -93,12 +93,13 @@ def audit(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float | Seque
           prelogits: Callable[[torch.Tensor], torch.Tensor] | None = None, dataset: str | None = None,
           reported: PGD | None = None, budget: str = "standard", seed: int = 0, device: str | torch.device | None = None,
           batch_size: int = 500, transfer_from: nn.Module | None = None, progress: bool = True,
-          name: str | None = None, data: str | None = None) -> Audit:
+          name: str | None = None, data: str | None = None, batch_dependence_ok: bool = False) -> Audit:
     """Audit `model` on the images `x` (in [0, 1]) with labels `y` at each eps (module docstring).
 
     `reported`: the attack whose number is checked (a PGD of blf.eval.attacks; by default the
     paper's PGD for `dataset`). `transfer_from`: a model to craft transfer attacks on (a
-    Baseline). `budget`: quick | standard | thorough (conf/audit.yaml)."""
+    Baseline). `budget`: quick | standard | thorough (conf/audit.yaml). The model's contract
+    (contract.py) is checked first; `batch_dependence_ok` accepts outputs that depend on the batch."""
     start = time.perf_counter()
     cfg, chosen = settings(budget)
     eps_values = check_eps(eps)
@@ -107,24 +108,24 @@ def audit(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float | Seque
     model = model.to(device)
     x, y = x.to(device), y.to(device)
     batch_size = C.integer("batch_size", batch_size, ge=1)
-    check_inputs(model, x, y, batch_size)
     subject = Subject(model, prelogits)
     notes = []
-    with frozen(model):
+    given_training = model.training
+    with frozen(model):  # before the first forward pass: a model in training mode would update its statistics
+        check_inputs(model, x, y, batch_size)
         torch.manual_seed(seed)
-        # Randomized forward passes (found on the clean images) make every prediction an expectation.
-        unstable = torch.cat([indicators.unstable_predictions(subject.view, part, chosen.stability_draws)
-                              for part in x.split(batch_size)])
-        with torch.no_grad():
-            repeat = [torch.cat([subject.view(part) for part in x[: min(len(x), batch_size)].split(batch_size)])
-                      for _ in range(2)]
-        subject.randomized = bool(unstable.any()) or not torch.allclose(repeat[0], repeat[1], rtol=1e-5, atol=1e-6)
+        terms = contract.check(subject.view, x, batch_size=batch_size, draws=chosen.stability_draws, eps=max(eps_values),
+                               given_training=None if model.training else given_training, cfg=cfg,
+                               batch_dependence_ok=batch_dependence_ok)
+        # Randomized forward passes (found at clean or perturbed points) make every prediction an expectation.
+        subject.randomized = terms.randomized
         if subject.randomized:
             subject.draws = chosen.eot_draws
-            notes.append(f"the model's forward pass is randomized ({int(unstable.sum())} of {len(y)} clean predictions "
+            notes.append(f"the model's forward pass is randomized ({terms.unstable} of {len(y)} clean predictions "
                          f"changed over {chosen.stability_draws} passes): accuracies are expectations, over "
                          f"{chosen.expectation_draws} draws at each example's final point; the fixes' attacks use EOT "
                          f"over {chosen.eot_draws}")
+        notes += terms.notes
         subject.blockers = gradient_blockers(model, x[:batch_size], y[:batch_size])
         if subject.blockers:
             notes.append(f"modules that pass no gradient: {', '.join(subject.blockers)}; attacks cross them by BPDA "
@@ -138,9 +139,12 @@ def audit(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float | Seque
                 procedure.reported = paper_pgd(dataset, value)
             results.append(procedure.at(value, clean))
     reported_name = describe(procedure.reported)
-    return Audit({**subject.describe(), "name": name}, {
+    contract_found = {"given_training": given_training, "batch_change": terms.batch_change, "nonfinite": terms.nonfinite,
+                      "batch_dependence_ok": batch_dependence_ok}
+    return Audit({**subject.describe(), "name": name, "contract": contract_found}, {
         "n": len(y), "eps": eps_values, "budget": budget, "seed": seed, "device": str(device), "reported": reported_name,
-        "data": data, "batch_size": batch_size}, clean, results, cfg, time.perf_counter() - start, notes)
+        "data": data, "batch_size": batch_size}, clean, results, cfg, time.perf_counter() - start, notes,
+        terms.caveats)
 
 
 def describe(attack: PGD) -> str:

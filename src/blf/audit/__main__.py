@@ -11,13 +11,15 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 import sys
 from pathlib import Path
 
 import torch
 
 # `from blf.audit import ...` reads the module; `blf.audit` itself is the function (blf/__init__.py).
-from blf.audit import BUDGETS, audit, targets
+from blf import console
+from blf.audit import BUDGETS, audit, subject, targets
 from blf.config import CONF, count_argument
 from blf.errors import BLFError, ConfigError
 
@@ -27,13 +29,15 @@ OUTPUTS = ("audit.md", "audit.json", "audit.png", "audit.pdf")
 
 
 def eps_value(text: str) -> float:
-    """An eps on the command line: a number, or k/255."""
+    """An eps on the command line: a number in [0, 1], or k/255."""
+    parts = text.split("/")
     try:
-        value = float(text.split("/")[0]) / float(text.split("/")[1]) if "/" in text else float(text)
+        value = float(parts[0]) / float(parts[1]) if len(parts) == 2 else float(text) if len(parts) == 1 else math.nan
     except (ValueError, ZeroDivisionError):
         value = math.nan
-    if not math.isfinite(value) or value < 0:
-        raise argparse.ArgumentTypeError(f"--eps {text!r} is not a budget; allowed: finite numbers >= 0 or k/255")
+    if not math.isfinite(value) or not 0 <= value <= 1:
+        raise argparse.ArgumentTypeError(f"--eps {text!r} is not a budget; allowed: numbers in [0, 1] (L-inf, pixels in "
+                                         "[0, 1]) or k/255")
     return value
 
 
@@ -68,8 +72,10 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--data-dir", type=Path, default=Path("data"), help="where datasets are (default data/)")
     p.add_argument("--synthetic", action="store_true", help="random images of the dataset's shape (conf/dataset/: a "
                    "dry run of the command; the card says so)")
-    p.add_argument("--trust-code", action="store_true", help="let a run's config name classes outside this project "
-                   "(docs/security.md)")
+    p.add_argument("--trust-code", action="store_true", help="load TARGET's code: a torch.export (.pt2) or TorchScript "
+                   "program, or a config naming classes outside this project; only for a file you trust (docs/security.md)")
+    p.add_argument("--batch-dependence-ok", action="store_true", help="accept a model whose outputs depend on the "
+                   "other images of its batch as it is (the card still says so)")
     p.add_argument("--no-progress", action="store_true")
     return p
 
@@ -108,18 +114,33 @@ def test_images(dataset: str, data_dir: Path, n: int | None, first: int | None, 
 
 
 def check_out(out: Path | None, force: bool) -> None:
+    """--out before any work: a folder (or a new one) this process can write, no link where a card
+    file goes, no earlier card unless --force."""
     if out is None:
         return
+    if out.is_symlink():
+        raise ConfigError(f"--out {out} is a symbolic link; allowed: a plain folder (made if missing)")
     if out.exists() and not out.is_dir():
         raise ConfigError(f"--out {out} is a file; allowed: a folder (made if missing)")
+    linked = [name for name in OUTPUTS if (out / name).is_symlink()]
+    if linked:
+        raise ConfigError(f"--out {out} holds {linked[0]} as a symbolic link, which the card would have to write "
+                          "through; allowed: a folder without links named like the card's files")
     there = [name for name in OUTPUTS if (out / name).exists()]
     if there and not force:
         raise ConfigError(f"--out {out} already holds {', '.join(there)}; allowed: another folder, or --force to replace them")
+    existing = next(p for p in (out, *out.absolute().parents) if p.exists())
+    if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
+        raise ConfigError(f"--out {out}: {existing} is not a folder this process can write in; allowed: a writable folder")
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
+    target = None
     try:
+        if args.strict and not any(value > 0 for value in args.eps):
+            raise ConfigError("--strict with only eps 0 attacks nothing, so it would pass without a test; allowed: "
+                              "--strict with at least one eps > 0")
         check_out(args.out, args.force)
         where = device(args.device)
         target = targets.load(args.target, factory=args.model, arguments=args.arg, head=args.head, gamma=args.gamma,
@@ -132,8 +153,8 @@ def main(argv: list[str] | None = None) -> int:
                               f"--dataset {target.dataset} (or leave it out)")
         x, y, how = test_images(dataset, args.data_dir, args.n, args.first, args.seed, args.synthetic)
         card = audit(target.model.to(where), x, y, args.eps, dataset=dataset, budget=args.budget,
-                                  seed=args.seed, device=where, batch_size=args.batch_size,
-                                  progress=not args.no_progress, name=f"{target.name} ({target.kind})", data=how)
+                     seed=args.seed, device=where, batch_size=args.batch_size, progress=not args.no_progress,
+                     name=f"{target.name} ({target.kind})", data=how, batch_dependence_ok=args.batch_dependence_ok)
         written = card.write(args.out / "audit") if args.out is not None else []
     except BLFError as error:
         print(f"error: {error}", file=sys.stderr)
@@ -141,6 +162,15 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as error:
         print(f"error: cannot write {error.filename or 'a file'}: {error.strerror or error}; allowed: a writable "
               "folder with free space", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return console.interrupted("nothing was written (the card is written at the end, all at once)")
+    except Exception as error:  # noqa: BLE001 - the audited model's own code raised: say where, in one line
+        line = None if target is None else subject.model_error(error, target.model)
+        if line is None:
+            raise  # not the model's: a fault of this program, whose traceback is wanted
+        print(f"error: {line}; the audit stopped and wrote nothing; allowed: a model whose forward pass runs on "
+              "batches of the dataset's images in [0, 1]", file=sys.stderr)
         return 2
     print(card.to_markdown())
     for path in written:

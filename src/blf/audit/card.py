@@ -28,12 +28,13 @@ class Audit:
     cfg: object = field(repr=False)
     seconds: float = 0.0
     notes: list[str] = field(default_factory=list)
+    caveats: list[str] = field(default_factory=list)  # the model's contract broken (contract.py): (a) not reliable
 
     # --- the answers --------------------------------------------------------------------------
 
     def answers(self, result: EpsResult) -> tuple[V.Answer, V.Answer]:
         """(a) the audited number, (b) the reported number, at one eps (verdicts.py)."""
-        return V.audited(result, self.cfg, self.settings["budget"]), V.reported(result, self.cfg)
+        return V.audited(result, self.cfg, self.settings["budget"], self.caveats), V.reported(result, self.cfg)
 
     def passed(self) -> bool:
         """What --strict asks: at every attacked eps, (a) reliable and (b) matches."""
@@ -70,6 +71,7 @@ class Audit:
 
     def to_dict(self) -> dict:
         return {"subject": self.subject, "settings": self.settings, "seconds": self.seconds, "notes": self.notes,
+                "caveats": self.caveats,
                 "clean": {"accuracy": 100.0 * float(self.clean.mean()), "outcome": outcome(self.clean)},
                 "eps": [self.eps_dict(r) for r in self.results]}
 
@@ -135,7 +137,7 @@ class Audit:
         return "\n".join(lines) + "\n"
 
     def write(self, stem: Path) -> list[Path]:
-        """The card as `<stem>.md`, `.json`, `.png` and `.pdf`, each written atomically."""
+        """The card as `<stem>.md`, `.json`, `.png` and `.pdf`, written all at once (storage.publish)."""
         import matplotlib.pyplot as plt
 
         stem = Path(stem)
@@ -146,9 +148,8 @@ class Audit:
             figure.savefig(buffer, format=suffix, dpi=150, bbox_inches="tight")
             files[stem.with_suffix(f".{suffix}")] = buffer.getvalue()
         plt.close(figure)
-        for path, content in files.items():
-            storage.write_bytes(path, content if isinstance(content, bytes) else content.encode())
-        return list(files)
+        return storage.publish(stem.parent, {path.name: content if isinstance(content, bytes) else content.encode()
+                                             for path, content in files.items()})
 
     def figure(self):
         """Left: reported and audited accuracy against eps with their intervals. Right: the

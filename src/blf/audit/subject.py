@@ -159,3 +159,21 @@ class Subject:
         if self.classifier is None:
             return None
         return with_straight_through(self.classifier, self.blockers) if self.blockers else self.classifier
+
+
+def model_error(error: BaseException, model: nn.Module) -> str | None:
+    """One line for an exception raised inside `model`'s own code: the innermost of its modules on
+    the traceback, and the error; None where no module of `model` was running (not the model's)."""
+    import traceback
+
+    names = {id(m): name for name, m in model.named_modules()}
+    found = None
+    for frame, _ in traceback.walk_tb(error.__traceback__):
+        owner = frame.f_locals.get("self")
+        if isinstance(owner, nn.Module) and id(owner) in names:
+            found = owner
+    if found is None:
+        return None
+    where = names[id(found)] or "(the top module)"
+    first = (str(error).strip().splitlines() or [""])[0][:200]
+    return f"the model raised {type(error).__name__} in module {where} ({type(found).__name__}): {first}"

@@ -5,21 +5,22 @@
 - a folder or file written by `python -m blf.export`: `state_dict` (`state_dict.pt` with its
   `config.yaml`: rebuilt as our classifier), `robustbench` (`<name>.pt` with `config.json`: the
   same), `torch_export` (`model.pt2`) and `torchscript` (`model.torchscript.pt`): programs of
-  torch operators, logits only;
+  torch operators, logits only. Loading a program can run code of its author (torch's own
+  loaders unpickle without weights_only; TorchScript may read and write files), so a program is
+  loaded only with `trust_code` (`--trust-code`), and is recognised by its file name alone;
 - a weights file with `--model package.module:factory` (the user's own code, named on their
   command line: the one place code may come from) and the factory's keyword arguments; no
   weights file where the factory loads its own (`robustbench.utils:load_model`). `--head blf
   --gamma G` puts a head on the factory's outputs (they are then the pre-logits).
 
-Nothing read from a TARGET imports code (docs/security.md): checkpoints are read with
-`weights_only=True`, configs are checked by blf.trust before any class they name is built.
+Without `trust_code`, nothing read from a TARGET runs code (docs/security.md): weights are read
+with `weights_only=True` within the bounds of blf.run.untrusted, configs are checked by blf.trust
+before any class they name is built.
 """
 
 from __future__ import annotations
 
 import importlib
-import json
-import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -34,7 +35,7 @@ from blf.assembly import name_components
 from blf.errors import CheckpointError, ConfigError, UntrustedFileError
 from blf.nn import heads
 from blf.nn.models import with_head
-from blf.run import storage
+from blf.run import storage, untrusted
 
 
 @dataclass
@@ -87,9 +88,11 @@ def ours(path: Path, trust_code: bool) -> Target:
                           "folder of python -m blf.export (state_dict.pt, model.pt2, model.torchscript.pt, or "
                           "<name>.pt with config.json)")
     if path.suffix == ".pt2":
-        return Target(program(path, "torch_export"), "torch_export", path.parent.name or path.name, dataset_beside(path))
-    if path.name.endswith(".torchscript.pt") or torchscript_archive(path):
-        return Target(program(path, "torchscript"), "torchscript", path.parent.name or path.name, dataset_beside(path))
+        return Target(program(path, "torch_export", trust_code), "torch_export", path.parent.name or path.name,
+                      dataset_beside(path))
+    if path.name.endswith(".torchscript.pt"):
+        return Target(program(path, "torchscript", trust_code), "torchscript", path.parent.name or path.name,
+                      dataset_beside(path))
     state = read_weights(path)
     if isinstance(state.get("config"), dict) and "model" in state:  # a checkpoint of src/train.py
         model = trained.load(path, trust_code=trust_code)
@@ -104,16 +107,11 @@ def ours(path: Path, trust_code: bool) -> Target:
 def read_config(path: Path) -> dict:
     """An export's config (YAML or JSON), plain data: untrusted, so read within bounds (no YAML
     aliases, a bounded size and depth: storage.read_yaml) and checked by blf.trust before use."""
+    allowed = "allowed: the config python -m blf.export wrote"
     if path.suffix != ".json":
         config = storage.read_yaml(path)
     else:
-        try:
-            if path.stat().st_size > storage.YAML_MAX_BYTES:
-                raise ValueError(f"larger than {storage.YAML_MAX_BYTES // 1024} KiB")
-            config = json.loads(path.read_text())
-        except (OSError, ValueError) as error:
-            raise UntrustedFileError(f"{path} cannot be read ({error}); allowed: the config python -m blf.export "
-                                     "wrote") from None
+        config = untrusted.read_json(path, allowed, limit=storage.YAML_MAX_BYTES)
     if not isinstance(config, dict):
         raise UntrustedFileError(f"{path} holds a {type(config).__name__}, not a config; allowed: the config "
                                  "python -m blf.export wrote")
@@ -138,36 +136,30 @@ def dataset_beside(path: Path) -> str | None:
     return name if isinstance(name, str) else None
 
 
-def torchscript_archive(path: Path) -> bool:
-    """Whether `path` is a TorchScript archive (a zip holding compiled code and constants)."""
-    try:
-        with zipfile.ZipFile(path) as archive:
-            return any(n.endswith("/constants.pkl") for n in archive.namelist()) and \
-                any("/code/" in n for n in archive.namelist())
-    except (OSError, zipfile.BadZipFile):
-        return False
+PROGRAM_OPT_IN = ("loading a program runs its author's code (torch.export.load unpickles without weights_only; "
+                  "TorchScript can read and write files); allowed: --trust-code (trust_code=True in Python) for a file "
+                  "you trust, or ask for the export python -m blf.export --format state_dict, which loads as weights")
 
 
-def program(path: Path, kind: str) -> nn.Module:
-    """A torch.export or TorchScript program: a graph of torch operators, no Python imported."""
+def program(path: Path, kind: str, trust_code: bool) -> nn.Module:
+    """A torch.export or TorchScript program: its author's code, so only with `trust_code`."""
+    if not trust_code:
+        raise UntrustedFileError(f"{path} is a {kind} program; {PROGRAM_OPT_IN}")
+    allowed = f"allowed: what python -m blf.export --format {kind} wrote"
+    untrusted.open_regular(path, allowed).close()  # a FIFO or device is refused, not waited on
     try:
         if kind == "torch_export":
             return torch.export.load(str(path)).module()
         return torch.jit.load(str(path), map_location="cpu").eval()
     except Exception as error:  # noqa: BLE001 - any failure to read the archive means "not a program"
         raise CheckpointError(f"{path} is not a readable {kind} program ({type(error).__name__}: "
-                              f"{(str(error).splitlines() or [''])[0][:160]}); allowed: what python -m blf.export "
-                              f"--format {kind} wrote") from None
+                              f"{(str(error).splitlines() or [''])[0][:160]}); {allowed}") from None
 
 
 def read_weights(path: Path) -> dict:
-    """A weights file as a mapping (tensors and plain values only: weights_only)."""
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # noqa: BLE001 - zip, pickle and EOF errors all mean "unreadable"
-        raise CheckpointError(f"{path} is unreadable as weights ({type(error).__name__}: "
-                              f"{(str(error).splitlines() or [''])[0][:160]}); allowed: a file of torch.save'd tensors "
-                              "(a state dict), read with weights_only=True") from None
+    """A weights file as a mapping (tensors and plain values only: weights_only, bounded)."""
+    state = untrusted.read_torch(path, "allowed: a file of torch.save'd tensors (a state dict), read with "
+                                       "weights_only=True")
     if not isinstance(state, dict):
         raise CheckpointError(f"{path} holds a {type(state).__name__}, not a state dict; allowed: a mapping of names "
                               "to tensors")

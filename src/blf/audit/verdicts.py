@@ -4,7 +4,8 @@
     - `reliable`: enough examples and budget, no indicator above its threshold any more, and
       doubling the final attack's steps and restarts lowers it by at most `budget_tolerance`;
     - `unreliable`, naming what still fires;
-    - `inconclusive`: too few examples, or the `quick` budget, to tell.
+    - `inconclusive`: too few examples, or the `quick` budget, to tell, or the model breaks its
+      contract (contract.py: outputs that depend on the batch, non-finite logits).
 (b) The number a user would have reported (the reported attack's first run) against it:
     - `matches`: the gap's 95% interval lies below `tolerance` points;
     - `overstated by D points [95% CI]`, with the indicators that explain the gap: the share of
@@ -49,7 +50,9 @@ def gap(reported: torch.Tensor, audited: torch.Tensor) -> statistics.Interval:
     return statistics.mean_interval(100.0 * (a - b))
 
 
-def audited(result, cfg: DictConfig, budget_name: str) -> Answer:
+def audited(result, cfg: DictConfig, budget_name: str, caveats: list[str] = ()) -> Answer:
+    """(a) at one eps; `caveats`: the model's contract broken (contract.py), which no attack can
+    make up for: then at best `inconclusive`."""
     n = len(result.audited)
     firing = []
     for name, fix in result.fixes.items():
@@ -61,6 +64,8 @@ def audited(result, cfg: DictConfig, budget_name: str) -> Answer:
                       f"(-{result.budget['drop']:.1f} points; tolerance {cfg.verdict.budget_tolerance:g})")
     if firing:
         return Answer("unreliable", "; ".join(firing))
+    if caveats:
+        return Answer("inconclusive", "; ".join(caveats))
     if n < cfg.verdict.min_examples:
         return Answer("inconclusive", f"{n} examples; at least {cfg.verdict.min_examples} are needed to tell")
     if budget_name == "quick":

@@ -27,8 +27,8 @@ from pathlib import Path
 import torch
 
 from blf import config as C
-from blf.errors import BusyError, CheckpointError
-from blf.run import identity, records, storage
+from blf.errors import BusyError, CheckpointError, RecordError
+from blf.run import identity, records, storage, untrusted
 
 # What a checkpoint keeps of Hydra's record, to put it back when a different run is refused here
 # (names come from a checkpoint, so only these plain names are ever written). Not hydra.yaml: it
@@ -125,10 +125,15 @@ class RunFolder:
 
     def finished_as(self) -> str | None:
         """The job key of the last job that finished here, if any."""
-        try:
-            return json.loads(self.finished_path.read_text()).get("job_key")
-        except (OSError, ValueError):
+        if not self.finished_path.exists():
             return None
+        try:
+            marker = untrusted.read_json(self.finished_path, "allowed: the marker a finished job writes "
+                                         '({"job_key": ...}; delete it to run the job again)', limit=64 * 1024)
+        except RecordError:  # not JSON: no job finished as anything
+            return None
+        key = marker.get("job_key") if isinstance(marker, dict) else None
+        return key if isinstance(key, str) else None
 
     @staticmethod
     def outcome_name(row: dict) -> str:

@@ -13,7 +13,6 @@ import io
 import json
 import math
 import os
-import stat
 import tempfile
 from collections.abc import Callable, Iterable
 from contextlib import contextmanager
@@ -24,6 +23,7 @@ import torch
 import yaml
 
 from blf.errors import CheckpointError, RecordError, UntrustedFileError
+from blf.run import untrusted
 
 _UMASK = os.umask(0)
 os.umask(_UMASK)
@@ -109,6 +109,41 @@ def _atomic(path: Path, write) -> None:
         raise
 
 
+def publish(folder: Path, files: dict[str, bytes]) -> list[Path]:
+    """Write `files` (name -> bytes) into `folder` all at once or not at all: staged in a temporary
+    folder first, then one rename of that folder where `folder` is new; where it exists, each file
+    is renamed into place (renames do not fail for want of space, so nothing is left half-done)."""
+    folder = Path(folder)
+    refuse_link(folder)
+    for name in files:
+        refuse_link(folder / name)
+    fresh = not folder.exists()
+    home = folder.parent if fresh else folder
+    home.mkdir(parents=True, exist_ok=True)
+    stage = Path(tempfile.mkdtemp(dir=home, prefix=f".{folder.name}." if fresh else ".staged.", suffix=".tmp"))
+    try:
+        for name, data in files.items():
+            with open(stage / name, "wb") as handle:
+                handle.write(data)
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.chmod(stage / name, 0o666 & ~_UMASK)
+        if fresh:
+            os.chmod(stage, 0o777 & ~_UMASK)
+            os.rename(stage, folder)
+        else:
+            for name in files:
+                os.replace(stage / name, folder / name)
+            stage.rmdir()
+    except BaseException:
+        for leftover in stage.glob("*") if stage.is_dir() else ():
+            leftover.unlink(missing_ok=True)
+        if stage.is_dir():
+            stage.rmdir()
+        raise
+    return [folder / name for name in files]
+
+
 def write_bytes(path: Path, data: bytes) -> None:
     _atomic(path, lambda handle: handle.write(data))
 
@@ -125,19 +160,16 @@ def save_checkpoint(state: dict, path: Path) -> None:
     write_bytes(path, buffer.getvalue())
 
 
+CHECKPOINT_ALLOWED = "allowed: a checkpoint written by src/train.py (delete it to start that run afresh)"
+
+
 def load_checkpoint(path: Path) -> dict:
-    """Read a checkpoint written by `save_checkpoint` (tensors and plain values only)."""
+    """Read a checkpoint written by `save_checkpoint` (tensors and plain values only, within the
+    bounds of untrusted.read_torch)."""
     path = Path(path)
-    if not path.is_file():
+    if not path.exists():
         raise CheckpointError(f"no checkpoint at {path}; allowed: a run folder written by src/train.py")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # noqa: BLE001 - zip, pickle and EOF errors all mean "unreadable"
-        raise CheckpointError(
-            # An empty file raises EOFError without a message: the name alone then.
-            f"checkpoint {path} is unreadable ({type(error).__name__}: {(str(error).splitlines() or [''])[0][:200]}); "
-            "it is corrupted or not a checkpoint of this project. Delete it to start that run afresh."
-        ) from None
+    state = untrusted.read_torch(path, CHECKPOINT_ALLOWED)
     if not isinstance(state, dict) or "model" not in state or "config" not in state:
         raise CheckpointError(f"checkpoint {path} lacks the model or config entries; it was not written by src/train.py")
     check_fields(state, path)
@@ -188,11 +220,10 @@ def check_fields(state: dict, path: Path) -> None:
 
 
 def load_tensors(path: Path) -> dict:
-    """Read a file of tensors written by `save_checkpoint` (weights_only)."""
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # noqa: BLE001
-        raise CheckpointError(f"{path} is missing or unreadable ({type(error).__name__}); re-run the evaluation") from None
+    """Read a file of tensors written by `save_checkpoint` (weights_only, bounded)."""
+    if not Path(path).exists():
+        raise CheckpointError(f"{path} is missing; re-run the evaluation")
+    return untrusted.read_torch(path, "allowed: the file the evaluation wrote (re-run the evaluation)")
 
 
 def _json_default(value: Any):
@@ -218,24 +249,18 @@ def write_jsonl(path: Path, rows: Iterable[dict]) -> None:
     write_text(path, "".join(dumps(row) + "\n" for row in rows))
 
 
+JSONL_ALLOWED = "allowed: one JSON object per line, as this project writes them (a truncated last line: delete it)"
+
+
 def read_jsonl(path: Path) -> list[dict]:
     path = Path(path)
-    if not path.is_file():
+    if not path.exists():
         return []
-    rows = []
-    for number, line in enumerate(path.read_text().splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as error:
-            raise RecordError(f"{path} line {number} is not valid JSON ({error.msg}); allowed: one JSON object "
-                              "per line, as this project writes them (a truncated last line: delete it)") from None
+    rows = untrusted.read_json_lines(path, JSONL_ALLOWED)
+    for number, row in rows:
         if not isinstance(row, dict):
-            raise RecordError(f"{path} line {number} is a JSON {type(row).__name__}, not an object; allowed: one "
-                              "JSON object per line, as this project writes them")
-        rows.append(row)
-    return rows
+            raise RecordError(f"{path} line {number} is a JSON {type(row).__name__}, not an object; {JSONL_ALLOWED}")
+    return [row for _, row in rows]
 
 
 # The YAML of a run folder (Hydra's `.hydra/*.yaml`) is read here, beside the checkpoint and
@@ -279,14 +304,7 @@ def read_yaml(path: Path) -> Any:
     YAML raises RecordError, naming the file. A caller that needs OmegaConf builds it from a
     mapping of this data (OmegaConf.create parses a str as YAML, aliases included)."""
     path = Path(path)
-    # Non-blocking: a FIFO opens without waiting for a writer, and is then refused with devices.
-    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
-    with os.fdopen(fd, "rb") as handle:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            raise UntrustedFileError(f"{path} is not a regular file; {YAML_ALLOWED}")
-        data = handle.read(YAML_MAX_BYTES + 1)
-    if len(data) > YAML_MAX_BYTES:
-        raise UntrustedFileError(f"{path} is larger than {YAML_MAX_BYTES // 1024} KiB; {YAML_ALLOWED}")
+    data = untrusted.read_bytes(path, YAML_MAX_BYTES, YAML_ALLOWED)
     loader = _BoundedLoader(data, path)
     try:
         return loader.get_single_data()

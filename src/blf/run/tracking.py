@@ -20,8 +20,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from blf import config as C
+from blf.errors import BLFError
 from blf.report import labels
-from blf.run import storage
+from blf.run import storage, untrusted
 from blf.run.records import WORST_CASE, Kind
 
 if TYPE_CHECKING:
@@ -106,8 +107,9 @@ def stable_id(run_dir: Path) -> str:
     """The W&B id of the training run in `run_dir`: read from the folder, or new (and kept)."""
     path = Path(run_dir) / RUN_ID_FILE
     try:
-        kept = json.loads(path.read_text()).get("id")
-    except (OSError, ValueError, AttributeError):
+        kept = untrusted.read_json(path, "allowed: the id file W&B runs keep", limit=4096)
+        kept = kept.get("id") if isinstance(kept, dict) else None
+    except (OSError, BLFError):  # missing, unreadable or hostile: a new id, which replaces the file
         kept = None
     if isinstance(kept, str) and kept.isalnum():
         return kept
