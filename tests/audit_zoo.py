@@ -160,6 +160,77 @@ def trap() -> nn.Module:
     return Trap()
 
 
+# --- models that break the contract the audit assumes (blf.audit.contract) --------------------
+
+class BatchStatistics(nn.Module):
+    """Blocks shifted by the batch's own mean, as BatchNorm left in training mode is (and a program
+    exported in training mode stays): an image's logits depend on the other images of its batch."""
+
+    def forward(self, x):
+        z = Blocks()(x)
+        return z - 0.5 * z.mean(0, keepdim=True)
+
+
+class NoisyOffGrid(nn.Module):
+    """Deterministic on images of the 1/255 grid (every test image), Gaussian noise on the
+    logits anywhere else (every perturbed point)."""
+
+    def __init__(self, sigma: float = 2.0):
+        super().__init__()
+        self.sigma = sigma
+
+    def forward(self, x):
+        z = Blocks()(x)
+        off = ((x * 255 - (x * 255).round()).abs() > 1e-3).flatten(1).any(1)
+        return z + self.sigma * off[:, None] * torch.randn_like(z)
+
+
+class NaNs(nn.Module):
+    def forward(self, x):
+        return Blocks()(x) * float("nan")
+
+
+class Failing(nn.Module):
+    """A forward pass that raises inside a submodule (a shape bug of the author's)."""
+
+    def __init__(self):
+        super().__init__()
+        self.inner = nn.Sequential(nn.Flatten(), nn.Linear(28 * 28, 10), nn.Linear(11, 10))
+
+    def forward(self, x):
+        return self.inner(x)
+
+
+class Interrupted(nn.Module):
+    def forward(self, x):
+        raise KeyboardInterrupt
+
+
+def batch_statistics() -> nn.Module:
+    return BatchStatistics()
+
+
+def noisy_off_grid() -> nn.Module:
+    return NoisyOffGrid()
+
+
+def nans() -> nn.Module:
+    return NaNs()
+
+
+def failing() -> nn.Module:
+    return Failing()
+
+
+def interrupted() -> nn.Module:
+    return Interrupted()
+
+
+def on_grid(x: torch.Tensor) -> torch.Tensor:
+    """Images of the 1/255 grid, as every real test image is."""
+    return (x * 255).round() / 255
+
+
 # --- the truth -------------------------------------------------------------------------------
 
 def reachable(x: torch.Tensor, eps: float, quantize=None) -> tuple[torch.Tensor, torch.Tensor]:

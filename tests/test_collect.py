@@ -56,6 +56,21 @@ def test_a_bad_run_folder_is_left_out_and_named_and_fails_only_a_strict_report(t
     assert says in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("name, text, says", [
+    ("results.jsonl", "[" * 100_000 + "]" * 100_000 + "\n", "results.jsonl line 1 nests deeper than 32 levels"),
+    ("metrics.jsonl", '{"a": ' * 50 + "1" + "}" * 50 + "\n", "metrics.jsonl nests deeper than 32 levels"),
+])
+def test_records_nested_past_any_bound_stop_the_report_in_one_line(tmp_path, capsys, name, text, says):
+    """Deeper than the project ever writes is no accident (as an oversized file): the report stops,
+    naming the file, and writes nothing; json's own RecursionError never reaches the user."""
+    run = sweep_with(tmp_path, records.SCHEMA_VERSION).parent
+    (run / name).write_text(text)
+    assert collect.main([str(tmp_path / "sweep"), str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: ") and says in err[0], err
+    assert not (tmp_path / "out").exists()
+
+
 def test_records_of_known_schemas_are_collected(tmp_path):
     sweep_with(tmp_path, 2)
     assert len(collect.collect(tmp_path / "sweep")[0]) == 1

@@ -35,7 +35,7 @@ import torch
 from omegaconf import OmegaConf
 
 from blf import config as C
-from blf import data, trained
+from blf import console, data, trained
 from blf.errors import BLFError, CheckpointError, ConfigError
 from blf.report import labels
 from blf.report.tables import budget_text
@@ -284,6 +284,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (BLFError, OSError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        return console.interrupted("every file written so far is whole (each write is atomic); rerun with --force")
     for path in done.files:
         print(path)
     if done.command:

@@ -76,13 +76,14 @@ def ours(path: Path, trust_code: bool) -> Target:
         if (path / "checkpoints").is_dir():
             model = trained.load(path, trust_code=trust_code)
             return Target(model, "run folder", path.name, model.config.dataset.name)
+        # Found by name, whatever kind of file: a FIFO or device so named is refused by its reader.
         for name in ("model.pt2", "model.torchscript.pt"):
-            if (path / name).is_file():
+            if (path / name).exists():
                 return ours(path / name, trust_code)
-        if (path / "state_dict.pt").is_file():
+        if (path / "state_dict.pt").exists():
             return ours(path / "state_dict.pt", trust_code)
         weights = sorted(path.glob("*.pt"))
-        if (path / "config.json").is_file() and len(weights) == 1:
+        if (path / "config.json").exists() and len(weights) == 1:
             return rebuilt(weights[0], read_config(path / "config.json"), "robustbench export", trust_code)
         raise ConfigError(f"{path} is a folder of no known kind; allowed: a run folder (checkpoints/), or an export "
                           "folder of python -m blf.export (state_dict.pt, model.pt2, model.torchscript.pt, or "
@@ -98,7 +99,7 @@ def ours(path: Path, trust_code: bool) -> Target:
         model = trained.load(path, trust_code=trust_code)
         return Target(model, "checkpoint", path.name, model.config.dataset.name)
     beside = path.parent / "config.yaml"
-    if beside.is_file():
+    if beside.exists():
         return rebuilt(path, read_config(beside), "state_dict export", trust_code)
     raise ConfigError(f"{path} holds weights without a config; allowed: a checkpoint of src/train.py, a state_dict "
                       "export (config.yaml beside it), or weights with --model package.module:factory")
@@ -130,7 +131,7 @@ def rebuilt(weights: Path, config: dict, kind: str, trust_code: bool) -> Target:
 
 def dataset_beside(path: Path) -> str | None:
     beside = path.parent / "config.yaml"
-    if not beside.is_file():
+    if not beside.exists():
         return None
     name = (read_config(beside).get("dataset") or {}).get("name")
     return name if isinstance(name, str) else None

@@ -63,7 +63,7 @@ def audited(result, cfg: DictConfig, budget_name: str, caveats: list[str] = ()) 
         firing.append(f"doubling steps and restarts broke {result.budget['broken']} more examples "
                       f"(-{result.budget['drop']:.1f} points; tolerance {cfg.verdict.budget_tolerance:g})")
     if firing:
-        return Answer("unreliable", "; ".join(firing))
+        return Answer("unreliable", "; ".join([*firing, *caveats]))
     if caveats:
         return Answer("inconclusive", "; ".join(caveats))
     if n < cfg.verdict.min_examples:

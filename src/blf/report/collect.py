@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from blf import console
 from blf.errors import BLFError, RecordError, UntrustedFileError
 from blf.report import figures, provenance, tables
 from blf.run import records, storage
@@ -195,6 +196,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--strict", action="store_true", help="stop at a run folder that cannot be read (default: "
                         "leave it out, say why, and go on)")
     args = parser.parse_args(argv)
+    try:
+        return report_sweep(args)
+    except KeyboardInterrupt:
+        return console.interrupted("every file written so far is whole (each write is atomic); rerun the report")
+
+
+def report_sweep(args) -> int:
+    """The command once its arguments are read."""
     try:
         # Every file below the output folder is written without following a link: one planted
         # there is refused before any file is written (the folder itself may be a link: the

@@ -87,7 +87,7 @@ class RunFolder:
 
     def load(self, which: str) -> dict:
         path = self.checkpoint_path(which)
-        if not path.is_file():
+        if not path.exists():  # one that is there but no file (a FIFO, a device) is refused by the reader
             found = ", ".join(sorted(p.name for p in self.checkpoints.glob("*.pt"))) or "none"
             raise CheckpointError(
                 f"{self.root} has no checkpoints/{which}.pt (checkpoints found: {found}); "

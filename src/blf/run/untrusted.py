@@ -85,7 +85,8 @@ def check_tree(value: Any, source: Path, allowed: str) -> None:
         else:
             continue
         if children and depth >= MAX_DEPTH:
-            raise UntrustedFileError(f"{source} nests deeper than {MAX_DEPTH} levels (at {key or 'the top'}); {allowed}")
+            where = key if len(key) <= 60 else key[:57] + "..."
+            raise UntrustedFileError(f"{source} nests deeper than {MAX_DEPTH} levels (at {where or 'the top'}); {allowed}")
         stack.extend((child, depth + 1, name) for child, name in children)
 
 
