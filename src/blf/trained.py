@@ -29,7 +29,7 @@ def read(source: str | Path, checkpoint: str = "best") -> tuple[dict, Path]:
     if source.is_dir():
         folder = RunFolder(source)
         return folder.load(checkpoint), folder.checkpoint_path(checkpoint)
-    if source.is_file():
+    if source.exists():  # a file, or something that is not one, which the reader refuses by name
         return storage.load_checkpoint(source), source
     raise CheckpointError(f"{source} does not exist; allowed: a run folder written by src/train.py or a checkpoint file in it")
 
