@@ -10,7 +10,7 @@ from pathlib import Path
 
 import torch
 
-from blf.audit import indicators as I
+from blf.audit import signals as S
 from blf.audit import verdicts as V
 from blf.audit.procedure import EpsResult
 from blf.run import storage
@@ -84,7 +84,7 @@ class Audit:
             "audited": {**interval_dict(r.audited), "outcome": outcome(r.audited), "verdict": a.verdict, "reason": a.reason},
             "reported_verdict": {"verdict": b.verdict, "reason": b.reason},
             "attacks": {name: 100.0 * float(s.mean()) for name, s in r.attacks.items()},
-            "indicators": {name: {"flagged": fix.flagged, "share": 100.0 * fix.flagged / n, "fix": I.FIXES[name],
+            "indicators": {name: {"flagged": fix.flagged, "share": 100.0 * fix.flagged / n, "fix": S.REMEDIES[name],
                                   "ran": fix.attacks, "before": fix.before, "after": fix.after,
                                   "still_flagged": fix.still, "threshold": self.cfg.indicators[name].max_share,
                                   "examples": encode_outcome(r.flags[name].numpy())}
@@ -122,7 +122,7 @@ class Audit:
                 ran = ", ".join(fix.attacks) if fix.attacks else "-"
                 before = "-" if fix.before is None or not fix.attacks else f"{fix.before:.1f}"
                 after = "-" if fix.after is None or not fix.attacks else f"{fix.after:.1f}"
-                lines.append(f"| {I.TITLES[name]} | {100.0 * fix.flagged / n:.1f}% ({fix.flagged}) | {I.FIXES[name]} | {ran} | "
+                lines.append(f"| {S.TITLES[name]} | {100.0 * fix.flagged / n:.1f}% ({fix.flagged}) | {S.REMEDIES[name]} | {ran} | "
                              f"{before} | {after} | {100.0 * fix.still / n:.1f}% | {self.cfg.indicators[name].max_share:g}% |")
             attacks = ", ".join(f"{k} {100.0 * float(v.mean()):.1f}" for k, v in r.attacks.items())
             lines += ["", f"Each attack alone (on the examples it tried; the others as they stood): {attacks}."]
@@ -168,9 +168,9 @@ class Audit:
         left.legend(fontsize=8)
         width = 0.8 / max(1, len(attacked))
         for k, r in enumerate(attacked):
-            shares = [100.0 * r.fixes[name].flagged / len(r.audited) for name in I.NAMES]
-            right.bar([i + k * width for i in range(len(I.NAMES))], shares, width, label=f"eps={r.eps:g}")
-        right.set_xticks([i + 0.4 - width / 2 for i in range(len(I.NAMES))], [I.TITLES[n] for n in I.NAMES],
+            shares = [100.0 * r.fixes[name].flagged / len(r.audited) for name in S.NAMES]
+            right.bar([i + k * width for i in range(len(S.NAMES))], shares, width, label=f"eps={r.eps:g}")
+        right.set_xticks([i + 0.4 - width / 2 for i in range(len(S.NAMES))], [S.TITLES[n] for n in S.NAMES],
                          rotation=30, ha="right", fontsize=8)
         right.set(ylabel="examples flagged (%)", title="indicators of attack failure")
         if attacked:

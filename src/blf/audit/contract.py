@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from blf.audit import indicators
+from blf.audit.signals.unstable_predictions import unstable_predictions
 from blf.errors import ConfigError
 
 
@@ -57,7 +57,7 @@ def check(view: nn.Module, x: torch.Tensor, *, batch_size: int, draws: int, eps:
 
     # Randomness: at the clean images (predictions over draws, logits over two passes), then at
     # perturbed points within the budget, where a model may draw noise that the 1/255 grid hides.
-    found.unstable = int(torch.cat([indicators.unstable_predictions(view, part, draws) for part in parts]).sum())
+    found.unstable = int(torch.cat([unstable_predictions(view, part, draws) for part in parts]).sum())
     probe = x[: min(len(x), batch_size)]
     repeat = [view(probe) for _ in range(2)]
     generator = torch.Generator().manual_seed(0)

@@ -1,7 +1,7 @@
 """The audit's two answers at one eps, each three-valued like the report's claims.
 
 (a) The audited number (the worst case per example after the fixes):
-    - `reliable`: enough examples and budget, no indicator above its threshold any more, and
+    - `reliable`: enough examples and budget, no signal of attack failure (signals/) above its threshold any more, and
       doubling the final attack's steps and restarts lowers it by at most `budget_tolerance`;
     - `unreliable`, naming what still fires;
     - `inconclusive`: too few examples, or the `quick` budget, to tell, or the model breaks its
@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from omegaconf import DictConfig
 
-from blf.audit import indicators as I
+from blf.audit import signals as S
 from blf.report import statistics
 
 
@@ -58,7 +58,7 @@ def audited(result, cfg: DictConfig, budget_name: str, caveats: list[str] = ()) 
     for name, fix in result.fixes.items():
         share = 100.0 * fix.still / n
         if share > cfg.indicators[name].max_share:
-            firing.append(f"{I.TITLES[name]} on {share:.1f}% (threshold {cfg.indicators[name].max_share:g}%)")
+            firing.append(f"{S.TITLES[name]} on {share:.1f}% (threshold {cfg.indicators[name].max_share:g}%)")
     if result.budget and result.budget.get("drop", 0.0) > cfg.verdict.budget_tolerance:
         firing.append(f"doubling steps and restarts broke {result.budget['broken']} more examples "
                       f"(-{result.budget['drop']:.1f} points; tolerance {cfg.verdict.budget_tolerance:g})")
@@ -72,7 +72,7 @@ def audited(result, cfg: DictConfig, budget_name: str, caveats: list[str] = ()) 
         return Answer("inconclusive", "the quick budget is too small to tell; use --budget standard or thorough")
     if result.eps == 0:
         return Answer("reliable", "clean accuracy: no attack")
-    return Answer("reliable", "no indicator above its threshold after the fixes; doubling steps and restarts "
+    return Answer("reliable", "no signal above its threshold after the fixes; doubling steps and restarts "
                               f"changed {result.budget.get('drop', 0.0):.2f} points")
 
 
@@ -81,7 +81,7 @@ def explanation(result) -> list[tuple[str, int, int]]:
     gap), largest first."""
     behind = (result.reported > 0) & (result.audited < result.reported)
     total = int(behind.sum())
-    counted = [(name, int((result.flags[name] & behind).sum())) for name in I.NAMES]
+    counted = [(name, int((result.flags[name] & behind).sum())) for name in S.NAMES]
     return [(name, k, total) for name, k in sorted(counted, key=lambda item: -item[1]) if k]
 
 
@@ -94,7 +94,7 @@ def reported(result, cfg: DictConfig) -> Answer:
     if difference.low > tolerance:
         why = explanation(result)
         if why:
-            reasons = ", ".join(f"{I.TITLES[name]} {k} of {total}" for name, k, total in why)
+            reasons = ", ".join(f"{S.TITLES[name]} {k} of {total}" for name, k, total in why)
             because = f"; of the examples behind it, flagged on the reported attack: {reasons}"
         else:
             because = "; no indicator flagged the examples behind it (the ensemble of attacks, not one failure)"
