@@ -62,7 +62,7 @@ def test_each_broken_defense_is_flagged_by_its_indicator_and_audited_near_its_tr
     card = audit(model, x, y, [eps], dataset="mnist", budget="quick", progress=False)
     result = card.at(eps)
     share = 100.0 * result.fixes[indicator].flagged / N
-    assert share > card.cfg.indicators[indicator].max_share, (name, indicator, share)
+    assert share > card.cfg.signals[indicator].max_share, (name, indicator, share)
     fix = result.fixes[indicator]
     assert fix.attacks, f"{name}: the fix for {indicator} did not run"
     if name != "noisy":  # the fix itself broke examples (EOT on this linear toy only sharpens the expectation)

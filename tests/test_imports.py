@@ -181,6 +181,16 @@ def test_the_evaluation_takes_its_models_from_outside():
             if name.startswith("blf.eval") and reached(edges, name) & apps} == {}
 
 
+def test_the_evaluation_imports_nothing_above_it():
+    """The signals of attack failure live in eval/ (eval/signals/): the studies' integrity checks
+    and the audit both read them, and nothing under eval/ reaches the audit, the report or the study
+    (the audit as an analysis is handed in by the app)."""
+    edges = graph()
+    above = {name for name in edges if name.startswith(("blf.audit", "blf.report", "blf.study"))}
+    assert {name: sorted(reached(edges, name) & above) for name in edges
+            if name.startswith("blf.eval") and reached(edges, name) & above} == {}
+
+
 def test_the_settings_stay_below_the_evaluation():
     assert sorted(m for m in reached(graph(), "blf.settings") if m.startswith("blf.eval")) == []
 

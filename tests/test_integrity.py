@@ -13,9 +13,6 @@ from conftest import TINY, attack_config, evaluate, option, toy, train
 
 CHECKS = OmegaConf.create({
     "monotonic_tolerance": 0.5,
-    "gradient_free_max_share": 1.0,
-    "input_gradients_max_share": 5.0,
-    "input_gradients_relative_floor": 1e-12,
     "unbounded": {"eps": 0.5, "nb_iter": 100, "eps_iter": 0.025, "max_accuracy": 2.0},
     "convergence": {"iter_factor": 4, "restarts": 3, "step_factors": [0.5, 2.0], "tolerance": 2.0, "max_n": 200},
     "gradient_free": {"n_queries": 300, "max_n": 200},
@@ -23,6 +20,7 @@ CHECKS = OmegaConf.create({
     "attack_gap_tolerance": 5.0,
 })
 CPU = torch.device("cpu")
+GRADIENTS = OmegaConf.create({"max_share": 5.0, "relative_floor": 1e-12})  # the signal unavailable_gradients
 
 
 class Quantize(nn.Module):
@@ -123,14 +121,14 @@ def test_saturation_and_input_gradients_fail_on_blf_beyond_z_star_and_pass_insid
     verdict = integrity.saturation(plain, split, None, checks, 30, CPU, 0)
     assert verdict.status == "pass" and verdict.value == 0.0
     assert integrity.saturation(toy(heads.Identity(), 6.0)[0], split, None, checks, 30, CPU, 0).status == "skipped"
-    gradients = integrity.input_gradients(masked, split, 30, CPU, max_share=5.0)
+    gradients = integrity.input_gradients(masked, split, 30, CPU, GRADIENTS)
     assert gradients.failed and gradients.value == 100.0 and "30 reversed" in gradients.detail
-    assert integrity.input_gradients(plain, split, 30, CPU, max_share=5.0).status == "pass"
+    assert integrity.input_gradients(plain, split, 30, CPU, GRADIENTS).status == "pass"
 
 
 def test_input_gradients_flag_a_saturated_softmax_but_not_a_plain_one():
-    assert integrity.input_gradients(toy(heads.Identity(), 1000.0)[0], toy(heads.Identity(), 1.0)[1], 30, CPU, 5.0).failed
-    assert not integrity.input_gradients(*toy(heads.Identity(), 6.0), 30, CPU, 5.0).failed
+    assert integrity.input_gradients(toy(heads.Identity(), 1000.0)[0], toy(heads.Identity(), 1.0)[1], 30, CPU, GRADIENTS).failed
+    assert not integrity.input_gradients(*toy(heads.Identity(), 6.0), 30, CPU, GRADIENTS).failed
 
 
 def test_attack_gap_names_the_attack_that_beats_the_papers():

@@ -25,6 +25,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from blf import assembly, settings, sources, trained
 from blf import config as C
+from blf.audit import audit
 from blf.errors import BLFError, CheckpointError, NonFiniteLossError
 from blf.eval import assessment
 from blf.report import tables
@@ -158,7 +159,7 @@ def train(cfg: DictConfig, run_dir: Path | None = None) -> Outcome:
             progress = loop.fit(workspace, run, tracker)
             # After training: a Baseline evaluated with `auto` may be its own source.
             run = sources.attach(run, workspace.root)
-            rows, added = assessment.assess(workspace, run, tracker, skip_done=True)
+            rows, added = assessment.assess(workspace, run, tracker, skip_done=True, auditor=audit)
             if added:
                 tracker.log_checkpoint(workspace.checkpoint_path(run.evaluation.checkpoint), tracking.summary(rows))
         workspace.mark_finished(identity.job_key(run.config))
@@ -213,7 +214,7 @@ def evaluate(cfg: DictConfig, run_dir: Path | None = None) -> Outcome:
     with workspace.locked(), tracking.start(run_cfg.logger, run.config, workspace.root, job_type="eval",
                                             identity=run.identity()) as tracker:
         run = sources.attach(run, workspace.root)
-        rows, added = assessment.assess(workspace, run, tracker, skip_done=False)
+        rows, added = assessment.assess(workspace, run, tracker, skip_done=False, auditor=audit)
     log.info("%s", tables.summary(rows))
     log.info("records: %s", workspace.results_path)
     return Outcome(workspace.root, rows, added, None)

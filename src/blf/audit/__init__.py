@@ -11,7 +11,7 @@ al., NeurIPS 2022) with their fixes applied, and two three-valued answers a revi
 `blf.with_head`, or a `prelogits=` callable) the pre-logit attacks run, and where its head is a
 bounded function BPDA runs through the head's envelope (subject.py). Randomized models are
 allowed: predictions are then expectations over draws (EOT). Budgets and thresholds:
-conf/audit.yaml. The steps: procedure.py; the answers: verdicts.py; the card: card.py.
+conf/audit.yaml and conf/signals.yaml. The steps: procedure.py; the answers: verdicts.py; the card: card.py.
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ from blf.audit.card import Audit
 from blf.audit.procedure import Procedure
 from blf.audit.subject import Subject, gradient_blockers
 from blf.errors import ConfigError
+from blf.eval import signals
 from blf.eval.attacks import PGD
 from blf.nn.models import frozen
 
@@ -37,8 +38,9 @@ BUDGETS = ("quick", "standard", "thorough")
 
 
 def settings(budget: str = "standard") -> tuple[DictConfig, DictConfig]:
-    """(conf/audit.yaml, the chosen budget's settings)."""
+    """(conf/audit.yaml with conf/signals.yaml as `signals`, the chosen budget's settings)."""
     cfg = OmegaConf.load(C.CONF / "audit.yaml")
+    cfg.signals = signals.settings()
     return cfg, cfg.budgets[C.choice("--budget", budget, BUDGETS)]
 
 

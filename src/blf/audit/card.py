@@ -10,9 +10,9 @@ from pathlib import Path
 
 import torch
 
-from blf.audit import signals as S
 from blf.audit import verdicts as V
 from blf.audit.procedure import EpsResult
+from blf.eval import signals as S
 from blf.run import storage
 from blf.run.records import encode_outcome
 
@@ -86,7 +86,7 @@ class Audit:
             "attacks": {name: 100.0 * float(s.mean()) for name, s in r.attacks.items()},
             "indicators": {name: {"flagged": fix.flagged, "share": 100.0 * fix.flagged / n, "fix": S.REMEDIES[name],
                                   "ran": fix.attacks, "before": fix.before, "after": fix.after,
-                                  "still_flagged": fix.still, "threshold": self.cfg.indicators[name].max_share,
+                                  "still_flagged": fix.still, "threshold": self.cfg.signals[name].max_share,
                                   "examples": encode_outcome(r.flags[name].numpy())}
                            for name, fix in r.fixes.items()},
             "budget": r.budget, "skipped": r.skipped,
@@ -123,7 +123,7 @@ class Audit:
                 before = "-" if fix.before is None or not fix.attacks else f"{fix.before:.1f}"
                 after = "-" if fix.after is None or not fix.attacks else f"{fix.after:.1f}"
                 lines.append(f"| {S.TITLES[name]} | {100.0 * fix.flagged / n:.1f}% ({fix.flagged}) | {S.REMEDIES[name]} | {ran} | "
-                             f"{before} | {after} | {100.0 * fix.still / n:.1f}% | {self.cfg.indicators[name].max_share:g}% |")
+                             f"{before} | {after} | {100.0 * fix.still / n:.1f}% | {self.cfg.signals[name].max_share:g}% |")
             attacks = ", ".join(f"{k} {100.0 * float(v.mean()):.1f}" for k, v in r.attacks.items())
             lines += ["", f"Each attack alone (on the examples it tried; the others as they stood): {attacks}."]
             if r.budget:

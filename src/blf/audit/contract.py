@@ -23,8 +23,8 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from blf.audit.signals.unstable_predictions import unstable_predictions
 from blf.errors import ConfigError
+from blf.eval.signals.unstable_predictions import unstable_predictions
 
 
 @dataclass

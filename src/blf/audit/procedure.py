@@ -24,11 +24,11 @@ import torch
 from omegaconf import DictConfig
 from torch import nn
 
-from blf.audit import signals as S
-from blf.audit.signals.trace import Trace, merge
 from blf.audit.subject import Subject
 from blf.console import bar as progress_bar
+from blf.eval import signals as S
 from blf.eval.attacks import APGDCE, PGD, APGDTargeted, Attack, Square
+from blf.eval.signals.trace import Trace, merge
 
 log = logging.getLogger(__name__)
 
@@ -93,7 +93,7 @@ class Procedure:
         self.subject, self.x, self.y, self.cfg, self.budget = subject, x, y, cfg, budget
         self.reported, self.seed, self.batch_size, self.progress = reported, seed, batch_size, progress
         self.transfer_from = transfer_from
-        self.thresholds = cfg.indicators
+        self.thresholds = cfg.signals
 
     # --- running attacks ----------------------------------------------------------------------
 

@@ -13,7 +13,6 @@ Anything the audit cannot do for lack of knowledge is skipped, and the card says
 
 from __future__ import annotations
 
-import copy
 import math
 import warnings
 from collections.abc import Callable
@@ -21,6 +20,7 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
+from blf.eval.attacks.bpda import with_straight_through
 from blf.eval.attacks.surrogate import bounded_function, saturation_point
 from blf.nn.models import Classifier
 
@@ -59,18 +59,6 @@ class Expectation(nn.Module):
         return torch.stack([z for z, _ in pairs]).mean(0), torch.stack([v for _, v in pairs]).mean(0)
 
 
-class StraightThrough(nn.Module):
-    """BPDA for a module that passes no gradient: its output forward, the identity backward."""
-
-    def __init__(self, module: nn.Module):
-        super().__init__()
-        self.module = module
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.module(x)
-        return x + (out - x).detach() if out.shape == x.shape else out
-
-
 def gradient_blockers(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> list[str]:
     """Names of the submodules that receive a gradient and pass on none (zero or non-finite for
     every example) with an output shaped like their input: where BPDA's identity can stand in."""
@@ -107,16 +95,6 @@ def gradient_blockers(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> lis
         for h in hooks:
             h.remove()
     return found
-
-
-def with_straight_through(model: nn.Module, names: list[str]) -> nn.Module:
-    """A copy of `model` whose modules `names` pass the identity's gradient (BPDA)."""
-    model = copy.deepcopy(model)
-    for name in names:
-        parent_name, _, child = name.rpartition(".")
-        parent = model.get_submodule(parent_name) if parent_name else model
-        setattr(parent, child, StraightThrough(getattr(parent, child)))
-    return model
 
 
 class Subject:

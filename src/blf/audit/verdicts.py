@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from omegaconf import DictConfig
 
-from blf.audit import signals as S
+from blf.eval import signals as S
 from blf.report import statistics
 
 
@@ -57,8 +57,8 @@ def audited(result, cfg: DictConfig, budget_name: str, caveats: list[str] = ()) 
     firing = []
     for name, fix in result.fixes.items():
         share = 100.0 * fix.still / n
-        if share > cfg.indicators[name].max_share:
-            firing.append(f"{S.TITLES[name]} on {share:.1f}% (threshold {cfg.indicators[name].max_share:g}%)")
+        if share > cfg.signals[name].max_share:
+            firing.append(f"{S.TITLES[name]} on {share:.1f}% (threshold {cfg.signals[name].max_share:g}%)")
     if result.budget and result.budget.get("drop", 0.0) > cfg.verdict.budget_tolerance:
         firing.append(f"doubling steps and restarts broke {result.budget['broken']} more examples "
                       f"(-{result.budget['drop']:.1f} points; tolerance {cfg.verdict.budget_tolerance:g})")

@@ -37,9 +37,11 @@ def analysis_kind(analysis: str) -> Kind:
 class Assessment:
     """One checkpoint of one run, evaluated on one subset of the test set."""
 
-    def __init__(self, workspace: RunFolder, run: Assembly):
+    def __init__(self, workspace: RunFolder, run: Assembly, auditor=None):
         self.workspace, self.assembly, self.settings = workspace, run, run.evaluation
         self.cards = []  # audits (analysis=audit) made by this assessment, for the tracker
+        # blf.audit.audit, handed in by the app: the audit is a layer above the evaluation it composes.
+        self.auditor = auditor
         self.dataset, self.classifier, self.device = run.dataset, run.classifier, run.device
         # As the caller assembled them: a transfer attack holds its source already (blf.sources).
         self.attacks = run.attacks
@@ -197,11 +199,11 @@ class Assessment:
     def audit_rows(self, cfg: dict) -> list[dict]:
         """blf.audit on the first `max_n` examples of the subset: its card in the run folder
         (analysis/audit_<budget>.*), one row per eps, and the card kept for the tracker."""
-        from blf.audit import audit  # the audit composes the evaluation's attacks; imported where it runs
-
+        if self.auditor is None:
+            raise C.ConfigError("analysis=[audit] needs the audit; run it from src/evaluate.py or src/train.py")
         subset = self.subset.first(min(len(self.subset), cfg["max_n"]))
         x, y = subset.batch(slice(None), self.device)
-        card = audit(self.classifier, x, y, cfg["eps"], dataset=self.dataset.name, budget=cfg["budget"], seed=self.seed,
+        card = self.auditor(self.classifier, x, y, cfg["eps"], dataset=self.dataset.name, budget=cfg["budget"], seed=self.seed,
                      device=self.device, batch_size=self.batch_size, progress=self.settings.progress,
                      name=self.workspace.root.name, data=f"the first {len(y)} examples of the evaluation subset")
         stem = self.workspace.root / "analysis" / f"audit_{cfg['budget']}"
@@ -245,9 +247,10 @@ class Assessment:
         return [{**self.common, **r, "arrays": "analysis/loss_surface.pt"} for r in rows]
 
 
-def assess(workspace: RunFolder, run: Assembly, tracker, *, skip_done: bool) -> tuple[list[dict], list[dict]]:
-    """(rows recorded for this checkpoint and subset, rows added by this call)."""
-    assessment = Assessment(workspace, run)
+def assess(workspace: RunFolder, run: Assembly, tracker, *, skip_done: bool, auditor=None) -> tuple[list[dict], list[dict]]:
+    """(rows recorded for this checkpoint and subset, rows added by this call); `auditor`:
+    blf.audit.audit, for analysis=[audit]."""
+    assessment = Assessment(workspace, run, auditor)
     if skip_done and assessment.done():
         log.info("%s: evaluation already recorded, skipped", workspace.root)
         return assessment.recorded(), []

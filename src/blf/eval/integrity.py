@@ -30,14 +30,16 @@ from collections import defaultdict
 from dataclasses import asdict, dataclass
 
 import torch
-import torch.nn.functional as F
 from omegaconf import DictConfig
 
 from blf import failpoint
 from blf.console import bar as progress_bar
 from blf.data import Split
+from blf.eval import signals
 from blf.eval.attacks import GRADIENT_BASED, GRADIENT_FREE, PAPER, PGD
 from blf.eval.robustness import attacked_correct, percent
+from blf.eval.signals.another_family import only_other_family
+from blf.eval.signals.unavailable_gradients import input_gradients as masked_input_gradients
 from blf.nn.models import Classifier, frozen
 from blf.run.records import Kind
 
@@ -99,11 +101,13 @@ def _paper_gradient(name: str) -> bool:
     return name in GRADIENT_BASED and name in PAPER
 
 
-def gradient_free_vs_gradient(outcomes: list[tuple[dict, torch.Tensor]], max_share: float,
+def gradient_free_vs_gradient(outcomes: list[tuple[dict, torch.Tensor]], signal: DictConfig,
                               extra: tuple[float, str, torch.Tensor] | None = None) -> Verdict:
-    """Examples broken by a gradient-free attack but by none of the paper's gradient attacks at
-    that eps. `extra`: (eps, name, outcome on the first examples) of a gradient-free attack run by
-    this check, compared on those examples."""
+    """The signal `another_family_wins` (eval/signals/another_family.py) on the recorded outcomes:
+    examples broken by a gradient-free attack but by none of the paper's gradient attacks at that
+    eps, against its `max_share`. `extra`: (eps, name, outcome on the first examples) of a
+    gradient-free attack run by this check, compared on those examples."""
+    max_share = signal.max_share
     by_eps = defaultdict(lambda: {"free": [], "grad": []})
     for row, correct in outcomes:
         family = "free" if row["attack"] in GRADIENT_FREE else "grad" if _paper_gradient(row["attack"]) else None
@@ -119,9 +123,10 @@ def gradient_free_vs_gradient(outcomes: list[tuple[dict, torch.Tensor]], max_sha
     worst_share, worst_detail = -1.0, ""
     for eps, group in sorted(compared.items()):
         n = min(len(c) for _, c in group["free"] + group["grad"])  # the check's own Square ran on the first examples
-        broken_by_free = ~torch.stack([c[:n] for _, c in group["free"]]).all(dim=0)
-        broken_by_grad = ~torch.stack([c[:n] for _, c in group["grad"]]).all(dim=0)
-        missed = broken_by_free & ~broken_by_grad
+        broke: dict[str, torch.Tensor] = {}
+        for name, correct in group["free"] + group["grad"]:
+            broke[name] = broke.get(name, torch.zeros(n, dtype=torch.bool)) | ~correct[:n].cpu()
+        missed = only_other_family(broke, n)
         share = percent(missed)
         if share > worst_share:
             free = "+".join(sorted({a for a, _ in group["free"]}))
@@ -133,38 +138,26 @@ def gradient_free_vs_gradient(outcomes: list[tuple[dict, torch.Tensor]], max_sha
     return _verdict("gradient_free_vs_gradient", worst_share <= max_share, worst_share, max_share, worst_detail + remedy)
 
 
-def input_gradients(classifier: Classifier, subset: Split, batch_size: int, device, max_share: float,
-                    relative_floor: float = 1e-12) -> Verdict:
-    """Share (%) of correctly classified examples whose cross-entropy input gradient is masked:
-    not finite, all zero, below `relative_floor` x the input gradient of the network's own
-    pre-logit margin (max_{i != y} z_i - z_y: no head, no softmax; the model's typical gradient
-    at that point), or reversed (negative inner product with it: ascending the loss would move
-    away from misclassification, as BLF's gradient does beyond z*)."""
-    from blf.eval.attacks.margin import cw_margin
-
-    counts = {"non-finite": 0, "zero": 0, "vanishing": 0, "reversed": 0}
+def input_gradients(classifier: Classifier, subset: Split, batch_size: int, device, signal: DictConfig) -> Verdict:
+    """The signal `unavailable_gradients` (eval/signals/unavailable_gradients.py) at the clean
+    input: the share (%) of correctly classified examples whose cross-entropy input gradient is
+    not finite, zero, vanishing next to the gradient of the pre-logit margin, or reversed against
+    it (ascending the loss would move away from misclassification, as BLF's gradient does beyond
+    z*), against its `max_share`."""
+    max_share, relative_floor = signal.max_share, signal.relative_floor
+    counts = {"non_finite": 0, "zero": 0, "vanishing": 0, "reversed": 0}
     correct = 0
     with frozen(classifier):
         for x, y in subset.batches(batch_size, device):
-            x = x.clone().requires_grad_(True)
-            z, logits = classifier.prelogits_and_logits(x)
-            loss = F.cross_entropy(logits.float(), y, reduction="sum")
-            (grad,) = torch.autograd.grad(loss, x, retain_graph=True)
-            (reference,) = torch.autograd.grad(cw_margin(z.float(), y).sum(), x)
-            right = logits.argmax(1) == y
-            grad, reference = grad.flatten(1)[right].double(), reference.flatten(1)[right].double()
+            with torch.no_grad():
+                right = (classifier(x).argmax(1) == y).cpu()
             correct += int(right.sum())
-            nonfinite = ~torch.isfinite(grad).all(dim=1)
-            zero = (grad == 0).all(dim=1) & ~nonfinite
-            scale = reference.abs().sum(dim=1)
-            vanishing = (grad.abs().sum(dim=1) < relative_floor * scale) & ~zero & ~nonfinite
-            reversed_ = ((grad * reference).sum(dim=1) < 0) & ~(nonfinite | zero | vanishing)
-            for name, flags in zip(counts, (nonfinite, zero, vanishing, reversed_)):
-                counts[name] += int(flags.sum())
+            for name, flags in masked_input_gradients(classifier, x, y, relative_floor).items():
+                counts[name] += int((flags & right).sum())
     if correct == 0:
         return Verdict("input_gradients", "skipped", None, max_share, "no correctly classified example")
     share = 100.0 * sum(counts.values()) / correct
-    detail = (f"of {correct} correctly classified examples: " + ", ".join(f"{n} {k}" for k, n in counts.items())
+    detail = (f"of {correct} correctly classified examples: " + ", ".join(f"{n} {k.replace('_', '-')}" for k, n in counts.items())
               + f" (vanishing: below {relative_floor:g} x the pre-logit margin's gradient)")
     if share > max_share:
         detail += "; masked gradients: use BPDA, margin losses on the pre-logits or Square"
@@ -351,8 +344,10 @@ def precision_agreement(classifier: Classifier, subset: Split, batch_size: int, 
 
 
 def run(classifier: Classifier, subset: Split, outcomes: list[tuple[dict, torch.Tensor]], cfg: DictConfig,
-        *, batch_size: int, device, seed: int, progress: bool = False) -> list[Verdict]:
-    """Every check, on the evaluation subset and the per-example outcomes recorded for it."""
+        *, batch_size: int, device, seed: int, progress: bool = False, signal_settings: DictConfig | None = None) -> list[Verdict]:
+    """Every check, on the evaluation subset and the per-example outcomes recorded for it; the two
+    that are signals of attack failure with conf/signals.yaml's tests and thresholds."""
+    found = signal_settings or signals.settings()
     rows = [row for row, _ in outcomes]
     evaluated = pgd_settings(outcomes)
     verdicts = [monotonic(rows, cfg.monotonic_tolerance),
@@ -364,9 +359,8 @@ def run(classifier: Classifier, subset: Split, outcomes: list[tuple[dict, torch.
     if eps is not None and not any(r["attack"] in GRADIENT_FREE and abs(r["eps"] - eps) < 1e-9 for r in rows):
         extra = (eps, "square", square_at(classifier, subset, eps, cfg.gradient_free, batch_size, device, seed, progress))
     return verdicts + [
-        gradient_free_vs_gradient(outcomes, cfg.gradient_free_max_share, extra),
-        input_gradients(classifier, subset, batch_size, device, cfg.input_gradients_max_share,
-                        cfg.input_gradients_relative_floor),
+        gradient_free_vs_gradient(outcomes, found.another_family_wins, extra),
+        input_gradients(classifier, subset, batch_size, device, found.unavailable_gradients),
         pgd_convergence(classifier, subset, evaluated, cfg.convergence, batch_size, device, seed, progress),
         saturation(classifier, subset, evaluated, cfg.saturation, batch_size, device, seed, progress),
         attack_gap(outcomes, cfg.attack_gap_tolerance),

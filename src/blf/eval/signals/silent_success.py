@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import torch
 
-from blf.audit.signals import Attempt, Fix, Signal
+from blf.eval.signals.base import Attempt, Fix, Signal
 
 
 def silent_success(trace, survives: torch.Tensor) -> torch.Tensor:

@@ -1,5 +1,5 @@
 """Disagreeing gradients: the input gradient exists but does not describe the loss at the
-attack's scale. Along random sign directions d, the directional derivative g . (x+ - x-) / 2
+attack's scale. Along random directions d (uniform in [-1, 1] per pixel), the directional derivative g . (x+ - x-) / 2
 (g: the input gradient of the margin max_{i != y} logit_i - logit_y) is compared with the central
 secant (m(x+) - m(x-)) / 2, x+- = clip(x +- h d), h = `scale` x eps; central, so the loss's
 curvature cancels. Over the directions, a cosine below `min_cosine` fires: the gradient is noise
@@ -18,15 +18,18 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from blf.audit.signals import Attempt, Fix, Signal
-from blf.audit.subject import with_straight_through
+from blf.eval.attacks.bpda import replaced, with_straight_through
 from blf.eval.attacks.margin import cw_margin
+from blf.eval.signals.base import Attempt, Fix, Signal
 from blf.nn.models import frozen
 
 
 def directions(x: torch.Tensor, count: int, seed: int) -> list[torch.Tensor]:
+    """Uniform in [-1, 1] per pixel. Not random signs: with every coordinate at +-h, the secant of an
+    oscillation sin(w x) is a cos(w x) sin(w h) d, the same pattern as its derivative a w cos(w x) d,
+    and a shattered gradient would agree with it; random magnitudes decorrelate the two."""
     g = torch.Generator().manual_seed(seed)
-    return [(torch.randint(0, 2, x.shape, generator=g) * 2 - 1).to(x.device, x.dtype) for _ in range(count)]
+    return [(torch.rand(x.shape, generator=g) * 2 - 1).to(x.device, x.dtype) for _ in range(count)]
 
 
 def cosine(dot: torch.Tensor, secants: torch.Tensor, linear: torch.Tensor) -> torch.Tensor:
@@ -117,17 +120,6 @@ class Smoothed(nn.Module):
     def prelogits_and_logits(self, x):
         pairs = [self.model.prelogits_and_logits(self.noisy(x)) for _ in range(self.draws)]
         return torch.stack([z for z, _ in pairs]).mean(0), torch.stack([v for _, v in pairs]).mean(0)
-
-
-def replaced(view: nn.Module, names: list[str]) -> nn.Module:
-    """A copy of `view` with the modules `names` replaced by the identity, forward and backward."""
-    import copy
-
-    model = copy.deepcopy(view)
-    for name in names:
-        parent, _, child = name.rpartition(".")
-        setattr(model.get_submodule(parent) if parent else model, child, nn.Identity())
-    return model
 
 
 class DisagreeingGradients(Signal):

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import torch
 
-from blf.audit.signals import Attempt, Fix, Signal
+from blf.eval.signals.base import Attempt, Fix, Signal
 
 
 def non_converging_restarts(traces: list, outcomes: list[torch.Tensor], survives: torch.Tensor,

@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import torch
 
-from blf.audit.signals import Attempt, Fix, Signal
 from blf.eval.attacks import APGDCE
+from blf.eval.signals.base import Attempt, Fix, Signal
 
 
 def incomplete_optimization(trace, survives: torch.Tensor, window: float, min_gain: float) -> torch.Tensor:

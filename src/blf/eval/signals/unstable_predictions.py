@@ -7,7 +7,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from blf.audit.signals import Attempt, Fix, Signal
+from blf.eval.signals.base import Attempt, Fix, Signal
 
 
 @torch.no_grad()

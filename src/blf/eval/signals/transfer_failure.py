@@ -8,8 +8,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from blf.audit.signals import Attempt, Fix, Signal
 from blf.eval.attacks import MarginPGD, PrelogitTargeted
+from blf.eval.signals.base import Attempt, Fix, Signal
 
 
 @torch.no_grad()

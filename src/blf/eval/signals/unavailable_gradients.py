@@ -11,9 +11,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from blf.audit.signals import Attempt, Fix, Signal
 from blf.eval.attacks import BPDA, MarginPGD, Square
 from blf.eval.attacks.margin import cw_margin
+from blf.eval.signals.base import Attempt, Fix, Signal
 from blf.nn.heads import Tanh
 from blf.nn.models import frozen
 

@@ -1,4 +1,4 @@
-"""Another family wins: a gradient-free attack (Square) or a transfer attack breaks examples that
+"""Another family wins: a gradient-free attack (Square, SPSA) or a transfer attack breaks examples that
 every gradient attack left standing. Honest gradients find almost everything a random search
 finds; where they do not, they mislead (AutoAttack warns of the same; Croce and Hein 2020). It
 is the studies' `gradient_free_vs_gradient` integrity check, per example. Detected after the
@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import torch
 
-from blf.audit.signals import Attempt, Fix, Signal
-from blf.audit.signals.disagreeing_gradients import DisagreeingGradients
 from blf.eval.attacks import Square
+from blf.eval.signals.base import Attempt, Fix, Signal
+from blf.eval.signals.disagreeing_gradients import DisagreeingGradients
 
-OTHER_FAMILY = ("square", "transfer")  # attack names beginning so do not follow the model's own gradient
+OTHER_FAMILY = ("square", "spsa", "transfer")  # attack names beginning so do not follow the model's own gradient
 
 
 def other_family(name: str) -> bool:
@@ -49,7 +49,7 @@ class AnotherFamilyWins(Signal):
         p = at.procedure
         queries = self.cfg.square_queries
         p.attack(at, f"square-{queries}", Square([1.0], queries, 0.8, 1, "margin", p.seed), p.subject.view, index, fix)
-        gradients = DisagreeingGradients(p.cfg.indicators.disagreeing_gradients)
+        gradients = DisagreeingGradients(p.cfg.signals.disagreeing_gradients)
         # Where the gradient family can be repaired, it breaks what the other family broke, and more.
         tried = torch.nonzero((at.ledger.survival > 0) | self.detect(at)).flatten()
         for name, crafter in gradients.crafters(at, tried):
