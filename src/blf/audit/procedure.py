@@ -28,6 +28,7 @@ from blf.audit.subject import Subject
 from blf.console import bar as progress_bar
 from blf.eval import signals as S
 from blf.eval.attacks import APGDCE, PGD, APGDTargeted, Attack, Square
+from blf.eval.attacks.base import PERTURB_ONLY
 from blf.eval.signals.trace import Trace, merge
 
 log = logging.getLogger(__name__)
@@ -205,14 +206,14 @@ class Procedure:
         """APGD-CE, targeted APGD-DLR and Square (AutoAttack's code) on every example standing,
         and the transfer attack where a source model was given."""
         b = self.budget
-        found = [("apgd_ce", APGDCE([1.0], b.apgd_iter, b.apgd_restarts, 0.75, self.seed), self.subject.crafter())]
+        found = [("apgd_ce", APGDCE(PERTURB_ONLY, b.apgd_iter, b.apgd_restarts, 0.75, self.seed), self.subject.crafter())]
         if self.num_classes() > 2:
             targets = min(b.apgd_targets, self.num_classes() - 1)
-            found.append(("apgd_t", APGDTargeted([1.0], b.apgd_iter, b.apgd_restarts, 0.75, self.seed, targets),
+            found.append(("apgd_t", APGDTargeted(PERTURB_ONLY, b.apgd_iter, b.apgd_restarts, 0.75, self.seed, targets),
                           self.subject.crafter()))
-        found.append(("square", Square([1.0], b.square_queries, 0.8, 1, "margin", self.seed), self.subject.view))
+        found.append(("square", Square(PERTURB_ONLY, b.square_queries, 0.8, 1, "margin", self.seed), self.subject.view))
         if self.transfer_from is not None:
-            found.append(("transfer", PGD([1.0], self.reported.nb_iter, self.reported.eps_iter), self.transfer_from))
+            found.append(("transfer", PGD(PERTURB_ONLY, self.reported.nb_iter, self.reported.eps_iter), self.transfer_from))
         for name, attack, model in found:
             index = ledger.standing()
             if not len(index):
@@ -244,7 +245,7 @@ class Procedure:
     def pgd_like(self, attack: PGD, **changes) -> PGD:
         settings = {"nb_iter": attack.nb_iter, "eps_iter": attack.eps_iter, "rand_init": attack.rand_init,
                     "restarts": attack.restarts, **changes}
-        made = PGD([1.0], **settings)
+        made = PGD(PERTURB_ONLY, **settings)
         made.keep_broken = True  # an audit's own runs keep the best iterate (silent success)
         return made
 

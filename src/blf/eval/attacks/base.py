@@ -10,6 +10,10 @@ from torch import nn
 
 from blf import config as C
 
+# The eps grid of an attack that is only called through perturb(..., eps), as the audit's are: any
+# valid grid, never read.
+PERTURB_ONLY = (1.0,)
+
 
 class Attack(ABC):
     """An attack with an epsilon grid (L-infinity, pixel units in [0, 1])."""

@@ -11,6 +11,7 @@ from __future__ import annotations
 import torch
 
 from blf.eval.attacks import Square
+from blf.eval.attacks.base import PERTURB_ONLY
 from blf.eval.signals.base import Attempt, Fix, Signal
 from blf.eval.signals.disagreeing_gradients import DisagreeingGradients
 
@@ -48,7 +49,7 @@ class AnotherFamilyWins(Signal):
     def repair(self, at: Attempt, index: torch.Tensor, fix: Fix) -> None:
         p = at.procedure
         queries = self.cfg.square_queries
-        p.attack(at, f"square-{queries}", Square([1.0], queries, 0.8, 1, "margin", p.seed), p.subject.view, index, fix)
+        p.attack(at, f"square-{queries}", Square(PERTURB_ONLY, queries, 0.8, 1, "margin", p.seed), p.subject.view, index, fix)
         gradients = DisagreeingGradients(p.cfg.signals.disagreeing_gradients)
         # Where the gradient family can be repaired, it breaks what the other family broke, and more.
         tried = torch.nonzero((at.ledger.survival > 0) | self.detect(at)).flatten()

@@ -22,6 +22,17 @@ class Fix:
     note: str = ""
 
 
+@dataclass(frozen=True)
+class Repair:
+    """One attack of a fix: its name on the card, the attack, the model it crafts on, and the
+    surrogate whose points it made (for transfer failure), if it crafted on one."""
+
+    name: str
+    attack: object
+    crafter: object
+    surrogate: object = None
+
+
 @dataclass
 class Attempt:
     """The audit at one eps as the signals see it: the reported attack's runs, the worst case so

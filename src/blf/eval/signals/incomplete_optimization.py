@@ -7,6 +7,7 @@ from __future__ import annotations
 import torch
 
 from blf.eval.attacks import APGDCE
+from blf.eval.attacks.base import PERTURB_ONLY
 from blf.eval.signals.base import Attempt, Fix, Signal
 
 
@@ -36,7 +37,7 @@ class IncompleteOptimization(Signal):
         _, trace = p.attack(at, f"{p.reported.name}-{steps}", p.pgd_like(p.reported, nb_iter=steps), p.subject.crafter(),
                          index, fix, traced=True)
         at.found["longer"] = (index, trace)
-        p.attack(at, f"apgd_ce-{steps}", APGDCE([1.0], steps, 1, 0.75, p.seed), p.subject.crafter(),
+        p.attack(at, f"apgd_ce-{steps}", APGDCE(PERTURB_ONLY, steps, 1, 0.75, p.seed), p.subject.crafter(),
                  at.standing_among(index), fix)
 
     def recheck(self, at: Attempt) -> int:

@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from blf.eval.attacks import MarginPGD, PrelogitTargeted
+from blf.eval.attacks.base import PERTURB_ONLY
 from blf.eval.signals.base import Attempt, Fix, Signal
 
 
@@ -36,9 +37,9 @@ class TransferFailure(Signal):
     def repair(self, at: Attempt, index: torch.Tensor, fix: Fix) -> None:
         p = at.procedure
         steps, step, outputs = p.reported.nb_iter, p.reported.eps_iter, p.outputs
-        found = [(f"pgd_cw_{outputs}", MarginPGD([1.0], steps, step, loss="cw", outputs=outputs, name=f"pgd_cw_{outputs}"))]
+        found = [(f"pgd_cw_{outputs}", MarginPGD(PERTURB_ONLY, steps, step, loss="cw", outputs=outputs, name=f"pgd_cw_{outputs}"))]
         if p.subject.has_prelogits:
-            found.append(("prelogit_targeted", PrelogitTargeted([1.0], steps, step,
+            found.append(("prelogit_targeted", PrelogitTargeted(PERTURB_ONLY, steps, step,
                                                                 n_target_classes=min(3, p.num_classes() - 1))))
         for name, attack in found:
             part = at.standing_among(index)

@@ -12,8 +12,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from blf.eval.attacks import BPDA, MarginPGD, Square
+from blf.eval.attacks.base import PERTURB_ONLY
 from blf.eval.attacks.margin import cw_margin
-from blf.eval.signals.base import Attempt, Fix, Signal
+from blf.eval.signals.base import Attempt, Fix, Repair, Signal
 from blf.nn.heads import Tanh
 from blf.nn.models import frozen
 
@@ -92,38 +93,38 @@ class UnavailableGradients(Signal):
             found = self.flags(p.subject.view, p, p.x, everyone) | self.flags(p.subject.view, p, at.points, everyone)
         return found & at.standing
 
-    def fixes(self, at: Attempt):
-        """(name, attack, model to craft on, surrogate model or None)."""
+    def fixes(self, at: Attempt) -> list[Repair]:
         p = at.procedure
         steps, step = p.reported.nb_iter, p.reported.eps_iter
         found = []
         if p.subject.blockers:  # the reported attack again, across the blocking modules by BPDA
-            found.append((f"bpda_{p.reported.name}", p.pgd_like(p.reported), p.subject.crafter(), None))
+            found.append(Repair(f"bpda_{p.reported.name}", p.pgd_like(p.reported), p.subject.crafter()))
         if p.subject.bounded:
             classifier = p.subject.classifier_crafter()
             for surrogate in ("envelope", "tanh"):
-                attack = BPDA([1.0], steps, step, surrogate=surrogate, name=f"bpda_{surrogate}")
-                found.append((f"bpda_{surrogate}", attack, classifier, surrogate_classifier(p.subject, surrogate)))
+                attack = BPDA(PERTURB_ONLY, steps, step, surrogate=surrogate, name=f"bpda_{surrogate}")
+                found.append(Repair(f"bpda_{surrogate}", attack, classifier, surrogate_classifier(p.subject, surrogate)))
         else:
             at.skipped.append("BPDA through the head: no bounded head known (pass a blf Classifier or a model from "
                               "blf.with_head)")
         outputs = p.outputs
         if not p.subject.has_prelogits:
             at.skipped.append("margin losses on the pre-logits: no pre-logits known (prelogits=); the logits' instead")
-        found.append((f"pgd_dlr_{outputs}", MarginPGD([1.0], steps, step, loss="dlr", outputs=outputs,
-                                                      name=f"pgd_dlr_{outputs}"), p.subject.crafter(), None))
-        found.append(("square", Square([1.0], p.budget.square_queries, 0.8, 1, "margin", p.seed), p.subject.view, None))
+        found.append(Repair(f"pgd_dlr_{outputs}", MarginPGD(PERTURB_ONLY, steps, step, loss="dlr", outputs=outputs,
+                                                            name=f"pgd_dlr_{outputs}"), p.subject.crafter()))
+        found.append(Repair("square", Square(PERTURB_ONLY, p.budget.square_queries, 0.8, 1, "margin", p.seed),
+                            p.subject.view))
         return found
 
     def repair(self, at: Attempt, index: torch.Tensor, fix: Fix) -> None:
         p = at.procedure
-        for name, attack, model, surrogate in self.fixes(at):
+        for repair in self.fixes(at):
             part = at.standing_among(index)
             if not len(part):
                 break
-            points = p.attack(at, name, attack, model, part, fix)
-            if surrogate is not None:
-                at.found.setdefault("surrogates", {})[name] = (surrogate, part, points)
+            points = p.attack(at, repair.name, repair.attack, repair.crafter, part, fix)
+            if repair.surrogate is not None:
+                at.found.setdefault("surrogates", {})[repair.name] = (repair.surrogate, part, points)
 
     def recheck(self, at: Attempt) -> int:
         """Examples still standing where no loss the fixes ascended has a gradient: cross-entropy
