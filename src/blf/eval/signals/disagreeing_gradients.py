@@ -94,7 +94,7 @@ def module_agreement(view: nn.Module, x: torch.Tensor, h: float, count: int, see
             for (u_up, o_up), (u_down, o_down) in zip(rest[0::2], rest[1::2]):
                 _, linear = torch.func.jvp(module, (u,), ((u_up - u_down) / 2,))
                 s = ((o_up - o_down) / 2).flatten(1).double().cpu()
-                p = linear.flatten(1).double().cpu()
+                p = linear.detach().flatten(1).double().cpu()
                 dot, ss, pp = dot + (s * p).sum(1), ss + (s * s).sum(1), pp + (p * p).sum(1)
         except (RuntimeError, TypeError, NotImplementedError):  # a module torch.func cannot differentiate forward
             continue
