@@ -3,6 +3,7 @@ its fix did (Fix); the signals themselves: one module each beside this one."""
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 
 import torch
@@ -63,7 +64,7 @@ class Attempt:
         return self.ledger.standing(torch.isin(torch.arange(self.n), index))
 
 
-class Signal:
+class Signal(ABC):
     """One signal (module docstring). `cfg` is its entry in conf/signals.yaml (`max_share`: the
     percent of the audited examples above which it fires)."""
 
@@ -75,14 +76,15 @@ class Signal:
     def __init__(self, cfg):
         self.cfg = cfg
 
+    @abstractmethod
     def detect(self, at: Attempt) -> torch.Tensor:
         """Per example, among those the reported attack left standing: whether it fires."""
-        raise NotImplementedError
 
     def targets(self, at: Attempt, flags: torch.Tensor) -> torch.Tensor:
         """The examples its fix runs on: the flagged ones still standing."""
         return at.ledger.standing(flags)
 
+    @abstractmethod
     def repair(self, at: Attempt, index: torch.Tensor, fix: Fix) -> None:
         """Run the fix on the flagged examples still standing (`index`), naming its attacks in `fix`."""
 
